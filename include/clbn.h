@@ -1,0 +1,370 @@
+/* clbn.h — the public API of clbn, a portable batch-normalization backend for OpenCL.
+ * This is the only header a user includes. It is valid C11 and C++. */
+#ifndef CLBN_H
+#define CLBN_H
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifdef __APPLE__
+#include <OpenCL/cl.h>
+#else
+#include <CL/cl.h>
+#endif
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(CLBN_STATIC)
+#define CLBN_API
+#elif defined(_WIN32)
+#ifdef CLBN_BUILDING
+#define CLBN_API __declspec(dllexport)
+#else
+#define CLBN_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define CLBN_API __attribute__((visibility("default")))
+#else
+#define CLBN_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * Version: compile-time numbers here, run-time ones from clbn_version_number().
+ * ------------------------------------------------------------------------------------------ */
+#define CLBN_VERSION_MAJOR 0
+#define CLBN_VERSION_MINOR 1
+#define CLBN_VERSION_PATCH 0
+#define CLBN_VERSION_NUMBER                                                                        \
+    (CLBN_VERSION_MAJOR * 10000 + CLBN_VERSION_MINOR * 100 + CLBN_VERSION_PATCH)
+
+CLBN_API unsigned clbn_version_number(void);
+CLBN_API const char *clbn_version_string(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Status. One table gives the enum, clbn_status_name() and clbn_status_string().
+ * OpenCL error codes (-1 .. -999 and extension codes) pass through unchanged; clbn's own codes
+ * start at -4000, a range OpenCL does not use.
+ * ------------------------------------------------------------------------------------------ */
+#define CLBN_STATUS_TABLE(X)                                                                       \
+    X(CLBN_SUCCESS, 0, "success")                                                                  \
+    X(CLBN_ERROR_INVALID_ARGUMENT, -4000, "an argument has an invalid value")                      \
+    X(CLBN_ERROR_NULL_ARGUMENT, -4001, "a required handle, buffer or pointer is NULL")             \
+    X(CLBN_ERROR_INVALID_SHAPE, -4002, "the shape is zero, overflows, or does not fit the layout") \
+    X(CLBN_ERROR_CHANNEL_MISMATCH, -4003, "the channel count does not match the state object")     \
+    X(CLBN_ERROR_BUFFER_TOO_SMALL, -4004, "a buffer is smaller than the shape plus its offset")    \
+    X(CLBN_ERROR_INVALID_LAYOUT, -4005, "the layout is not one of NCHW, NHWC, NC")                 \
+    X(CLBN_ERROR_INVALID_OPTION, -4006, "an option or flag is unknown or out of range")            \
+    X(CLBN_ERROR_EMPTY_BATCH, -4007, "there are no values per channel (m = 0)")                    \
+    X(CLBN_ERROR_TOO_FEW_VALUES, -4008, "expected more than 1 value per channel when training")   \
+    X(CLBN_ERROR_DEVICE_NOT_FOUND, -4009, "no OpenCL device matches the selector")                 \
+    X(CLBN_ERROR_BUILD_FAILED, -4010, "the OpenCL program failed to build (see the build log)")    \
+    X(CLBN_ERROR_OUT_OF_HOST_MEMORY, -4011, "a host memory allocation failed")                    \
+    X(CLBN_ERROR_IO, -4012, "a file could not be opened, read, written or renamed")                \
+    X(CLBN_ERROR_FILE_CORRUPT, -4013, "the file is truncated or its checksum does not match")      \
+    X(CLBN_ERROR_FILE_VERSION, -4014, "the file was written by a newer, unknown format version")  \
+    X(CLBN_ERROR_FILE_MISMATCH, -4015, "the file is not a clbn state file or does not match")      \
+    X(CLBN_ERROR_UNSUPPORTED, -4016, "the device or build does not support this")                  \
+    X(CLBN_ERROR_INTERNAL, -4017, "internal error (a bug in clbn)")
+
+typedef enum clbn_status {
+#define CLBN_STATUS_ENUM_(name, value, text) name = value,
+    CLBN_STATUS_TABLE(CLBN_STATUS_ENUM_)
+#undef CLBN_STATUS_ENUM_
+        CLBN_STATUS_MIN_ = -2147483647 /* keeps OpenCL codes representable */
+} clbn_status;
+
+/* The enum's name ("CLBN_ERROR_INVALID_SHAPE", or "CL_INVALID_VALUE" for an OpenCL code). */
+CLBN_API const char *clbn_status_name(clbn_status status);
+/* A sentence saying what the status means. */
+CLBN_API const char *clbn_status_string(clbn_status status);
+/* The detail message of the last failed call on this thread (names the argument, holds the
+ * build log, ...). "" when the last call succeeded. Valid until the next clbn call on this
+ * thread. */
+CLBN_API const char *clbn_last_error_message(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Devices
+ * ------------------------------------------------------------------------------------------ */
+typedef struct clbn_device_info {
+    uint32_t platform_index; /* index among clGetPlatformIDs */
+    uint32_t device_index;   /* index among the platform's devices (all types) */
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_device_type type;
+    char platform_name[128];
+    char device_name[128];
+    char vendor[128];
+    char driver_version[64];
+    char device_version[64];
+    char opencl_c_version[64];
+    uint64_t global_mem_size;
+    uint64_t global_mem_cache_size;
+    uint64_t local_mem_size;
+    uint64_t max_mem_alloc_size;
+    size_t max_work_group_size;
+    uint32_t compute_units;
+    uint32_t preferred_vector_width_float;
+    uint32_t has_fp64; /* cl_khr_fp64 reported (the kernels never use it) */
+    uint32_t has_fp16; /* cl_khr_fp16 reported */
+} clbn_device_info;
+
+/* Lists every device of every platform. With infos == NULL only *count is set; otherwise up to
+ * capacity entries are filled and *count is the total number of devices. */
+CLBN_API clbn_status clbn_device_list(clbn_device_info *infos, size_t capacity, size_t *count);
+
+/* ------------------------------------------------------------------------------------------
+ * Context: a device, a default in-order command queue, the built programs and the tuned
+ * parameters for that device.
+ * Thread rule: a context may be shared by threads (program builds are serialized inside).
+ * ------------------------------------------------------------------------------------------ */
+typedef struct clbn_context_s clbn_context;
+
+/* Device limits the kernels plan with. A zero field means "the device's own value". Setting
+ * them imposes a smaller device's limits (say a GPU's work-group of 64 and 32 KiB of local
+ * memory) on a bigger one, so those code paths can be tested on any device. */
+typedef struct clbn_limits {
+    size_t max_work_group_size;
+    uint64_t local_mem_size;
+    uint64_t cache_size;    /* global memory cache, used to choose the single-read path */
+    uint32_t compute_units;
+    uint32_t vector_width;  /* widest float vector the kernels may use: 1, 2, 4, 8 or 16 */
+    uint32_t device_type;   /* 0: the device's; CLBN_DEVICE_KIND_GPU or _CPU: plan as one */
+} clbn_limits;
+
+#define CLBN_DEVICE_KIND_CPU 1u
+#define CLBN_DEVICE_KIND_GPU 2u
+
+typedef struct clbn_context_options {
+    /* Device selector: "gpu", "cpu", "P:D" (platform and device indices) or a substring of the
+     * device name (case-insensitive). NULL or "": $CLBN_DEVICE, else the first GPU, else the
+     * first device. */
+    const char *device;
+    clbn_limits limits;    /* zeros: the device's own */
+    const char *cache_dir; /* NULL: $CLBN_CACHE_DIR, else $XDG_CACHE_HOME/clbn, ~/.cache/clbn */
+    int disable_cache;     /* nonzero: never read or write the on-disk program cache */
+} clbn_context_options;
+
+CLBN_API void clbn_context_options_init(clbn_context_options *options);
+
+/* Creates a context (and its own cl_context and queue) on the selected device.
+ * @param[in] options NULL for the defaults.
+ * @param[out] context released with clbn_context_release(). */
+CLBN_API clbn_status clbn_context_create(const clbn_context_options *options,
+                                         clbn_context **context);
+
+/* Wraps the caller's cl_context and in-order cl_command_queue (retained, released again by
+ * clbn_context_release), so CLBlast or the caller's own kernels share the queue. The device
+ * is the queue's. options->device is ignored. */
+CLBN_API clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
+                                       const clbn_context_options *options,
+                                       clbn_context **context);
+
+/* Accepts NULL. Waits for the context's queue to finish. */
+CLBN_API void clbn_context_release(clbn_context *context);
+
+CLBN_API clbn_status clbn_context_get_device_info(const clbn_context *context,
+                                                  clbn_device_info *info);
+/* The limits in force (the device's, with the overrides applied). */
+CLBN_API clbn_status clbn_context_get_limits(const clbn_context *context, clbn_limits *limits);
+/* Borrowed handles: valid while the context lives; do not release them. */
+CLBN_API clbn_status clbn_context_get_cl(const clbn_context *context, cl_context *cl_ctx,
+                                         cl_command_queue *queue);
+/* Builds every kernel variant now (otherwise programs are built on first use). Returns
+ * CLBN_ERROR_BUILD_FAILED with the build log in clbn_last_error_message() on failure. */
+CLBN_API clbn_status clbn_context_build_all(clbn_context *context);
+
+/* ------------------------------------------------------------------------------------------
+ * Batch-norm state object.
+ * Thread rule: a state object is used by one thread at a time.
+ * ------------------------------------------------------------------------------------------ */
+typedef struct clbn_bn_s clbn_bn;
+
+typedef enum clbn_layout {
+    CLBN_LAYOUT_NCHW = 0, /* [N, C, H, W], W fastest */
+    CLBN_LAYOUT_NHWC = 1, /* [N, H, W, C], C fastest */
+    CLBN_LAYOUT_NC = 2    /* [N, C] (dense layers); h and w must be 0 or 1 */
+} clbn_layout;
+
+typedef enum clbn_activation {
+    CLBN_ACTIVATION_NONE = 0,
+    CLBN_ACTIVATION_RELU = 1,
+    CLBN_ACTIVATION_SIGMOID = 2
+} clbn_activation;
+
+/* Flags of clbn_bn_options.flags. */
+#define CLBN_USE_SCALE (1u << 0)           /* gamma (else gamma = 1) */
+#define CLBN_USE_SHIFT (1u << 1)           /* beta (else beta = 0) */
+#define CLBN_TRACK_RUNNING_STATS (1u << 2) /* training forward updates running mean/var */
+#define CLBN_CUMULATIVE_AVERAGE (1u << 3)  /* factor = 1/(1+t): plain average over batches */
+#define CLBN_ACCUMULATE_GRADIENTS (1u << 4) /* backward adds into dgamma/dbeta */
+#define CLBN_BN_FLAGS_ALL (0x1fu)
+#define CLBN_BN_FLAGS_DEFAULT (CLBN_USE_SCALE | CLBN_USE_SHIFT | CLBN_TRACK_RUNNING_STATS)
+
+typedef struct clbn_bn_options {
+    uint64_t channels; /* C, required (> 0) */
+    float eps;         /* default 1e-5 (PyTorch, cuDNN's minimum is 1e-5) */
+    float factor;      /* weight of the new batch in (0, 1]: PyTorch momentum, cuDNN
+                          exponentialAverageFactor; Keras momentum 0.99 is 0.01. Default 0.1 */
+    uint32_t flags;    /* CLBN_BN_FLAGS_DEFAULT */
+    clbn_activation activation; /* fused after the affine step; default none */
+} clbn_bn_options;
+
+CLBN_API void clbn_bn_options_init(clbn_bn_options *options);
+
+/* Creates a state object: gamma = 1, beta = 0, running mean 0, var 1, t = 0, gradients 0. */
+CLBN_API clbn_status clbn_bn_create(clbn_context *context, const clbn_bn_options *options,
+                                    clbn_bn **bn);
+/* Accepts NULL. */
+CLBN_API void clbn_bn_release(clbn_bn *bn);
+CLBN_API clbn_status clbn_bn_get_options(const clbn_bn *bn, clbn_bn_options *options);
+
+typedef enum clbn_vector {
+    CLBN_VECTOR_GAMMA = 0,
+    CLBN_VECTOR_BETA = 1,
+    CLBN_VECTOR_RUNNING_MEAN = 2,
+    CLBN_VECTOR_RUNNING_VAR = 3, /* unbiased */
+    CLBN_VECTOR_SAVED_MEAN = 4,  /* of the last training forward without caller buffers */
+    CLBN_VECTOR_SAVED_INVSTD = 5,
+    CLBN_VECTOR_DGAMMA = 6,
+    CLBN_VECTOR_DBETA = 7,
+    CLBN_VECTOR_COUNT = 8
+} clbn_vector;
+
+CLBN_API const char *clbn_vector_name(clbn_vector vector);
+
+/* The device buffer (C floats, owned by the state object) holding a vector. Running mean and
+ * var are double-buffered so a failed call leaves them as they were: their cl_mem changes
+ * after each tracked training forward, so get it again after one. */
+CLBN_API clbn_status clbn_bn_get_buffer(clbn_bn *bn, clbn_vector vector, cl_mem *buffer);
+/* Blocking copies between a vector and host memory (count must equal C). They run on the
+ * context's queue after the work already enqueued there. */
+CLBN_API clbn_status clbn_bn_read_vector(clbn_bn *bn, clbn_vector vector, float *host,
+                                         uint64_t count);
+CLBN_API clbn_status clbn_bn_write_vector(clbn_bn *bn, clbn_vector vector, const float *host,
+                                          uint64_t count);
+/* t, the number of batches tracked (drives the cumulative average). */
+CLBN_API clbn_status clbn_bn_get_batches_tracked(const clbn_bn *bn, uint64_t *t);
+CLBN_API clbn_status clbn_bn_set_batches_tracked(clbn_bn *bn, uint64_t t);
+/* Running mean 0, running var 1, t = 0 (blocking). */
+CLBN_API clbn_status clbn_bn_reset_running_stats(clbn_bn *bn);
+/* Folding for inference, per channel: a = gamma / sqrt(running_var + eps),
+ * b = beta - a * running_mean, so y = a*x + b (blocking; a and b hold C floats). */
+CLBN_API clbn_status clbn_bn_export_folded(clbn_bn *bn, float *a, float *b);
+
+/* Saves the whole object (options, every vector, t) to path: versioned header and checksum,
+ * written to a temporary file, synced and renamed (blocking). */
+CLBN_API clbn_status clbn_bn_save(clbn_bn *bn, const char *path);
+/* Creates a state object from a file written by clbn_bn_save. Truncated, corrupt,
+ * newer-version and foreign files are refused (CLBN_ERROR_FILE_*). */
+CLBN_API clbn_status clbn_bn_load(clbn_context *context, const char *path, clbn_bn **bn);
+
+/* ------------------------------------------------------------------------------------------
+ * Operations. Buffers are the caller's; offsets count elements (floats), not bytes. Each call
+ * checks every argument before it enqueues anything, and a failed call changes nothing.
+ * Calls enqueue on `queue` (NULL: the context's), after the events of wait_list, and return
+ * without blocking; `event` (may be NULL) receives an event for the last command enqueued.
+ * ------------------------------------------------------------------------------------------ */
+typedef struct clbn_shape {
+    clbn_layout layout;
+    uint64_t n, c, h, w;
+} clbn_shape;
+
+/* Where a training forward writes its saved statistics (C floats each) and where a backward
+ * reads them. NULL in place of a clbn_saved_stats*: the state object's own buffers. */
+typedef struct clbn_saved_stats {
+    cl_mem mean;
+    uint64_t mean_offset;
+    cl_mem invstd;
+    uint64_t invstd_offset;
+} clbn_saved_stats;
+
+/* Training forward with this batch's statistics; updates the running statistics (when
+ * tracking) and t. y may be x (in place). m = N*H*W must be > 0, and > 1 when tracking. */
+CLBN_API clbn_status clbn_bn_forward_train(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
+                                           uint64_t x_offset, cl_mem y, uint64_t y_offset,
+                                           const clbn_saved_stats *saved,
+                                           cl_command_queue queue, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event);
+
+/* Inference forward with the running statistics. When the state does not track running
+ * statistics, it normalizes with the batch's statistics (as PyTorch does with
+ * track_running_stats=False) and updates nothing. y may be x. */
+CLBN_API clbn_status clbn_bn_forward_infer(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
+                                           uint64_t x_offset, cl_mem y, uint64_t y_offset,
+                                           cl_command_queue queue, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event);
+
+/* Training forward with frozen statistics: the running statistics act as constants (the output
+ * equals the inference forward's; nothing is updated, t does not advance). Pair it with
+ * clbn_bn_backward_frozen. Requires tracking on. */
+CLBN_API clbn_status clbn_bn_forward_frozen(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
+                                            uint64_t x_offset, cl_mem y, uint64_t y_offset,
+                                            cl_command_queue queue, cl_uint num_wait,
+                                            const cl_event *wait_list, cl_event *event);
+
+/* Backward of the training forward: dx, and dgamma, dbeta into the state's buffers (written,
+ * or added to with CLBN_ACCUMULATE_GRADIENTS). With a fused activation, y is the forward's
+ * output (required); without one, y is ignored and may be NULL. saved: the statistics the
+ * forward saved (NULL: the state's own). dx may be dy (in place). */
+CLBN_API clbn_status clbn_bn_backward(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
+                                      uint64_t x_offset, cl_mem y, uint64_t y_offset, cl_mem dy,
+                                      uint64_t dy_offset, cl_mem dx, uint64_t dx_offset,
+                                      const clbn_saved_stats *saved, cl_command_queue queue,
+                                      cl_uint num_wait, const cl_event *wait_list,
+                                      cl_event *event);
+
+/* Backward of the frozen forward: dx = gamma * invstd_running * dz, dgamma and dbeta as above
+ * with x̂ from the running statistics. */
+CLBN_API clbn_status clbn_bn_backward_frozen(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
+                                             uint64_t x_offset, cl_mem y, uint64_t y_offset,
+                                             cl_mem dy, uint64_t dy_offset, cl_mem dx,
+                                             uint64_t dx_offset, cl_command_queue queue,
+                                             cl_uint num_wait, const cl_event *wait_list,
+                                             cl_event *event);
+
+/* ------------------------------------------------------------------------------------------
+ * Plans: what a call will run, so tests can assert which path ran.
+ * ------------------------------------------------------------------------------------------ */
+typedef enum clbn_op {
+    CLBN_OP_FORWARD_TRAIN = 0,
+    CLBN_OP_FORWARD_INFER = 1,
+    CLBN_OP_FORWARD_FROZEN = 2,
+    CLBN_OP_BACKWARD = 3,
+    CLBN_OP_BACKWARD_FROZEN = 4
+} clbn_op;
+
+typedef enum clbn_strategy {
+    CLBN_STRATEGY_ELEMENTWISE = 0,       /* no reduction (inference, frozen forward) */
+    CLBN_STRATEGY_GROUP_PER_CHANNEL = 1, /* one work-group reduces a whole channel */
+    CLBN_STRATEGY_SPLIT = 2,             /* several work-groups per channel, then a merge */
+    CLBN_STRATEGY_SINGLE_READ = 3        /* one group per channel reduces, then normalizes its
+                                            slice while it is still in cache: one kernel */
+} clbn_strategy;
+
+CLBN_API const char *clbn_strategy_name(clbn_strategy strategy);
+
+typedef struct clbn_plan {
+    clbn_strategy strategy;
+    size_t work_group_size;  /* of the reduction kernel (of the elementwise one without) */
+    uint64_t split;          /* work-groups per channel in the reduction (1 unless SPLIT) */
+    uint32_t vector_width;   /* floats per load */
+    uint32_t kernels;        /* kernel launches per call */
+    uint64_t scratch_bytes;  /* device scratch the call needs (owned by the state object) */
+} clbn_plan;
+
+CLBN_API clbn_status clbn_bn_query_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *shape,
+                                        clbn_plan *plan);
+/* The scratch memory (bytes) the state object keeps for this shape: the largest over ops. It
+ * is allocated once, on the first call that needs more than the state holds. */
+CLBN_API clbn_status clbn_bn_scratch_size(const clbn_bn *bn, const clbn_shape *shape,
+                                          uint64_t *bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CLBN_H */

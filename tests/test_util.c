@@ -1,0 +1,151 @@
+/* Shared helpers of the cmocka tests (see test_util.h). */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static clbn_context *make_context(const clbn_limits *limits) {
+    size_t count = 0;
+    if (clbn_device_list(NULL, 0, &count) != CLBN_SUCCESS || count == 0) {
+        fprintf(stderr, "SKIP: no OpenCL device found (install pocl-opencl-icd)\n");
+        exit(77);
+    }
+    clbn_context_options o;
+    clbn_context_options_init(&o);
+    if (limits)
+        o.limits = *limits;
+    clbn_context *ctx = NULL;
+    clbn_status st = clbn_context_create(&o, &ctx);
+    if (st != CLBN_SUCCESS) {
+        fprintf(stderr, "cannot create a context: %s: %s\n", clbn_status_name(st),
+                clbn_last_error_message());
+        exit(1);
+    }
+    return ctx;
+}
+
+clbn_context *tu_context(void) {
+    return make_context(NULL);
+}
+
+clbn_context *tu_context_gpu_limits(void) {
+    clbn_limits l;
+    memset(&l, 0, sizeof l);
+    l.max_work_group_size = 64;
+    l.local_mem_size = 32768;
+    l.vector_width = 4;
+    l.compute_units = 16;
+    l.cache_size = 4u << 20;
+    l.device_type = CLBN_DEVICE_KIND_GPU;
+    return make_context(&l);
+}
+
+static void get_cl(clbn_context *ctx, cl_context *c, cl_command_queue *q) {
+    if (clbn_context_get_cl(ctx, c, q) != CLBN_SUCCESS) {
+        fprintf(stderr, "clbn_context_get_cl failed\n");
+        exit(1);
+    }
+}
+
+cl_mem tu_buffer(clbn_context *ctx, size_t n) {
+    cl_context c;
+    cl_command_queue q;
+    get_cl(ctx, &c, &q);
+    cl_int err = CL_SUCCESS;
+    cl_mem m = clCreateBuffer(c, CL_MEM_READ_WRITE, (n ? n : 1) * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "clCreateBuffer(%zu floats) failed: %d\n", n, err);
+        exit(1);
+    }
+    return m;
+}
+
+cl_mem tu_buffer_from(clbn_context *ctx, const float *host, size_t n) {
+    cl_mem m = tu_buffer(ctx, n);
+    tu_write(ctx, m, 0, host, n);
+    return m;
+}
+
+void tu_write(clbn_context *ctx, cl_mem buf, size_t offset, const float *host, size_t n) {
+    cl_context c;
+    cl_command_queue q;
+    get_cl(ctx, &c, &q);
+    cl_int err = clEnqueueWriteBuffer(q, buf, CL_TRUE, offset * sizeof(float), n * sizeof(float),
+                                      host, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "clEnqueueWriteBuffer failed: %d\n", err);
+        exit(1);
+    }
+}
+
+void tu_read(clbn_context *ctx, cl_mem buf, size_t offset, float *host, size_t n) {
+    cl_context c;
+    cl_command_queue q;
+    get_cl(ctx, &c, &q);
+    cl_int err = clEnqueueReadBuffer(q, buf, CL_TRUE, offset * sizeof(float), n * sizeof(float),
+                                     host, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "clEnqueueReadBuffer failed: %d\n", err);
+        exit(1);
+    }
+}
+
+void tu_finish(clbn_context *ctx) {
+    cl_context c;
+    cl_command_queue q;
+    get_cl(ctx, &c, &q);
+    clFinish(q);
+}
+
+void tu_rng_seed(tu_rng *r, uint64_t seed) {
+    r->s = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+    if (r->s == 0)
+        r->s = 1;
+}
+
+static uint64_t next_u64(tu_rng *r) {
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+double tu_uniform(tu_rng *r) {
+    return (double)(next_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+double tu_normal(tu_rng *r) {
+    double u1 = tu_uniform(r), u2 = tu_uniform(r);
+    if (u1 < 1e-300)
+        u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void tu_fill_normal(tu_rng *r, float *v, size_t n, double mean, double stddev) {
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(mean + stddev * tu_normal(r));
+}
+
+double tu_check_close(const char *what, const float *got, const double *ref, size_t n,
+                      double atol, double rtol) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - ref[i]);
+        if (!(err <= atol + rtol * fabs(ref[i])))
+            fail_msg("%s[%zu]: got %.9g, reference %.9g (|err| %.3g > atol %.1g + rtol %.1g*|ref|)",
+                     what, i, (double)got[i], ref[i], err, atol, rtol);
+        if (err > worst)
+            worst = err;
+    }
+    return worst;
+}
+
+size_t tu_shape_elems(const clbn_shape *s) {
+    if (s->layout == CLBN_LAYOUT_NC)
+        return (size_t)(s->n * s->c);
+    return (size_t)(s->n * s->c * s->h * s->w);
+}
