@@ -1,6 +1,7 @@
 # Turns the .cl files into a C source holding them as byte arrays (run by CMake at build time).
-# Inputs: OUT (the .c file to write), SOURCES (;-separated list of .cl files, in program order).
-set(body "/* Generated from cl/*.cl by cmake/embed_kernels.cmake: do not edit. */\n#include <stddef.h>\n")
+# Inputs: OUT (the .c file to write), SOURCES (|-separated list of .cl files, in program order).
+string(REPLACE "|" ";" SOURCES "${SOURCES}")
+set(body "/* Generated from the cl/ kernels by cmake/embed_kernels.cmake: do not edit. */\n#include <stddef.h>\n")
 set(names "")
 set(index 0)
 foreach(src IN LISTS SOURCES)
@@ -10,8 +11,8 @@ foreach(src IN LISTS SOURCES)
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
   string(REGEX REPLACE "((0x..,){24})" "\\1\n" bytes "${bytes}")
   get_filename_component(name "${src}" NAME)
-  string(APPEND body "static const char clbn_src_${index}[] = {\n${bytes}0x00};\n")
-  string(APPEND names "    {\"${name}\", clbn_src_${index}, ${len}},\n")
+  string(APPEND body "static const unsigned char clbn_src_${index}[] = {\n${bytes}0x00};\n")
+  string(APPEND names "    {\"${name}\", (const char *)clbn_src_${index}, ${len}},\n")
   math(EXPR index "${index} + 1")
 endforeach()
 string(APPEND body "struct clbn_embedded_source { const char *name; const char *text; size_t length; };\n")

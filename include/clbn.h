@@ -59,13 +59,13 @@ CLBN_API const char *clbn_version_string(void);
     X(CLBN_ERROR_INVALID_LAYOUT, -4005, "the layout is not one of NCHW, NHWC, NC")                 \
     X(CLBN_ERROR_INVALID_OPTION, -4006, "an option or flag is unknown or out of range")            \
     X(CLBN_ERROR_EMPTY_BATCH, -4007, "there are no values per channel (m = 0)")                    \
-    X(CLBN_ERROR_TOO_FEW_VALUES, -4008, "expected more than 1 value per channel when training")   \
+    X(CLBN_ERROR_TOO_FEW_VALUES, -4008, "expected more than 1 value per channel when training")    \
     X(CLBN_ERROR_DEVICE_NOT_FOUND, -4009, "no OpenCL device matches the selector")                 \
     X(CLBN_ERROR_BUILD_FAILED, -4010, "the OpenCL program failed to build (see the build log)")    \
-    X(CLBN_ERROR_OUT_OF_HOST_MEMORY, -4011, "a host memory allocation failed")                    \
+    X(CLBN_ERROR_OUT_OF_HOST_MEMORY, -4011, "a host memory allocation failed")                     \
     X(CLBN_ERROR_IO, -4012, "a file could not be opened, read, written or renamed")                \
     X(CLBN_ERROR_FILE_CORRUPT, -4013, "the file is truncated or its checksum does not match")      \
-    X(CLBN_ERROR_FILE_VERSION, -4014, "the file was written by a newer, unknown format version")  \
+    X(CLBN_ERROR_FILE_VERSION, -4014, "the file was written by a newer, unknown format version")   \
     X(CLBN_ERROR_FILE_MISMATCH, -4015, "the file is not a clbn state file or does not match")      \
     X(CLBN_ERROR_UNSUPPORTED, -4016, "the device or build does not support this")                  \
     X(CLBN_ERROR_INTERNAL, -4017, "internal error (a bug in clbn)")
@@ -129,10 +129,10 @@ typedef struct clbn_context_s clbn_context;
 typedef struct clbn_limits {
     size_t max_work_group_size;
     uint64_t local_mem_size;
-    uint64_t cache_size;    /* global memory cache, used to choose the single-read path */
+    uint64_t cache_size; /* global memory cache, used to choose the single-read path */
     uint32_t compute_units;
-    uint32_t vector_width;  /* widest float vector the kernels may use: 1, 2, 4, 8 or 16 */
-    uint32_t device_type;   /* 0: the device's; CLBN_DEVICE_KIND_GPU or _CPU: plan as one */
+    uint32_t vector_width; /* widest float vector the kernels may use: 1, 2, 4, 8 or 16 */
+    uint32_t device_type;  /* 0: the device's; CLBN_DEVICE_KIND_GPU or _CPU: plan as one */
 } clbn_limits;
 
 #define CLBN_DEVICE_KIND_CPU 1u
@@ -160,8 +160,7 @@ CLBN_API clbn_status clbn_context_create(const clbn_context_options *options,
  * clbn_context_release), so CLBlast or the caller's own kernels share the queue. The device
  * is the queue's. options->device is ignored. */
 CLBN_API clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
-                                       const clbn_context_options *options,
-                                       clbn_context **context);
+                                       const clbn_context_options *options, clbn_context **context);
 
 /* Accepts NULL. Waits for the context's queue to finish. */
 CLBN_API void clbn_context_release(clbn_context *context);
@@ -196,20 +195,20 @@ typedef enum clbn_activation {
 } clbn_activation;
 
 /* Flags of clbn_bn_options.flags. */
-#define CLBN_USE_SCALE (1u << 0)           /* gamma (else gamma = 1) */
-#define CLBN_USE_SHIFT (1u << 1)           /* beta (else beta = 0) */
-#define CLBN_TRACK_RUNNING_STATS (1u << 2) /* training forward updates running mean/var */
-#define CLBN_CUMULATIVE_AVERAGE (1u << 3)  /* factor = 1/(1+t): plain average over batches */
+#define CLBN_USE_SCALE (1u << 0)            /* gamma (else gamma = 1) */
+#define CLBN_USE_SHIFT (1u << 1)            /* beta (else beta = 0) */
+#define CLBN_TRACK_RUNNING_STATS (1u << 2)  /* training forward updates running mean/var */
+#define CLBN_CUMULATIVE_AVERAGE (1u << 3)   /* factor = 1/(1+t): plain average over batches */
 #define CLBN_ACCUMULATE_GRADIENTS (1u << 4) /* backward adds into dgamma/dbeta */
 #define CLBN_BN_FLAGS_ALL (0x1fu)
 #define CLBN_BN_FLAGS_DEFAULT (CLBN_USE_SCALE | CLBN_USE_SHIFT | CLBN_TRACK_RUNNING_STATS)
 
 typedef struct clbn_bn_options {
-    uint64_t channels; /* C, required (> 0) */
-    float eps;         /* default 1e-5 (PyTorch, cuDNN's minimum is 1e-5) */
-    float factor;      /* weight of the new batch in (0, 1]: PyTorch momentum, cuDNN
-                          exponentialAverageFactor; Keras momentum 0.99 is 0.01. Default 0.1 */
-    uint32_t flags;    /* CLBN_BN_FLAGS_DEFAULT */
+    uint64_t channels;          /* C, required (> 0) */
+    float eps;                  /* default 1e-5 (PyTorch, cuDNN's minimum is 1e-5) */
+    float factor;               /* weight of the new batch in (0, 1]: PyTorch momentum, cuDNN
+                                   exponentialAverageFactor; Keras momentum 0.99 is 0.01. Default 0.1 */
+    uint32_t flags;             /* CLBN_BN_FLAGS_DEFAULT */
     clbn_activation activation; /* fused after the affine step; default none */
 } clbn_bn_options;
 
@@ -286,9 +285,9 @@ typedef struct clbn_saved_stats {
  * tracking) and t. y may be x (in place). m = N*H*W must be > 0, and > 1 when tracking. */
 CLBN_API clbn_status clbn_bn_forward_train(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
                                            uint64_t x_offset, cl_mem y, uint64_t y_offset,
-                                           const clbn_saved_stats *saved,
-                                           cl_command_queue queue, cl_uint num_wait,
-                                           const cl_event *wait_list, cl_event *event);
+                                           const clbn_saved_stats *saved, cl_command_queue queue,
+                                           cl_uint num_wait, const cl_event *wait_list,
+                                           cl_event *event);
 
 /* Inference forward with the running statistics. When the state does not track running
  * statistics, it normalizes with the batch's statistics (as PyTorch does with
@@ -314,8 +313,7 @@ CLBN_API clbn_status clbn_bn_backward(clbn_bn *bn, const clbn_shape *shape, cl_m
                                       uint64_t x_offset, cl_mem y, uint64_t y_offset, cl_mem dy,
                                       uint64_t dy_offset, cl_mem dx, uint64_t dx_offset,
                                       const clbn_saved_stats *saved, cl_command_queue queue,
-                                      cl_uint num_wait, const cl_event *wait_list,
-                                      cl_event *event);
+                                      cl_uint num_wait, const cl_event *wait_list, cl_event *event);
 
 /* Backward of the frozen forward: dx = gamma * invstd_running * dz, dgamma and dbeta as above
  * with x̂ from the running statistics. */
@@ -349,11 +347,11 @@ CLBN_API const char *clbn_strategy_name(clbn_strategy strategy);
 
 typedef struct clbn_plan {
     clbn_strategy strategy;
-    size_t work_group_size;  /* of the reduction kernel (of the elementwise one without) */
-    uint64_t split;          /* work-groups per channel in the reduction (1 unless SPLIT) */
-    uint32_t vector_width;   /* floats per load */
-    uint32_t kernels;        /* kernel launches per call */
-    uint64_t scratch_bytes;  /* device scratch the call needs (owned by the state object) */
+    size_t work_group_size; /* of the reduction kernel (of the elementwise one without) */
+    uint64_t split;         /* work-groups per channel in the reduction (1 unless SPLIT) */
+    uint32_t vector_width;  /* floats per load */
+    uint32_t kernels;       /* kernel launches per call */
+    uint64_t scratch_bytes; /* device scratch the call needs (owned by the state object) */
 } clbn_plan;
 
 CLBN_API clbn_status clbn_bn_query_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *shape,

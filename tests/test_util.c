@@ -130,8 +130,8 @@ void tu_fill_normal(tu_rng *r, float *v, size_t n, double mean, double stddev) {
         v[i] = (float)(mean + stddev * tu_normal(r));
 }
 
-double tu_check_close(const char *what, const float *got, const double *ref, size_t n,
-                      double atol, double rtol) {
+double tu_check_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                      double rtol) {
     double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         double err = fabs((double)got[i] - ref[i]);

@@ -35,8 +35,8 @@ void tu_fill_normal(tu_rng *r, float *v, size_t n, double mean, double stddev);
 
 /* Worst |got - ref| and the check |got - ref| <= atol + rtol*|ref| for every element: on the
  * first violation the test fails with a message naming `what`, the index, both values. */
-double tu_check_close(const char *what, const float *got, const double *ref, size_t n,
-                      double atol, double rtol);
+double tu_check_close(const char *what, const float *got, const double *ref, size_t n, double atol,
+                      double rtol);
 
 /* The element count of a shape (n*c*h*w, with h = w = 1 for NC). */
 size_t tu_shape_elems(const clbn_shape *s);

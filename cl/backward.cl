@@ -1,0 +1,235 @@
+/* backward.cl - the backward pass: per-channel sums sum dz and sum dz*xhat (work-group trees, split
+ * partials merged in group order), then dx, and dgamma/dbeta written by the last kernel of the
+ * call. dz is dy through the fused activation's derivative, taken from the forward's output. */
+
+/* The statistics in force and the affine/activation settings. */
+#define CLBN_GRAD_ARGS                                                                             \
+    __global const float *mean, ulong mean_off, __global const float *stat, ulong stat_off,        \
+        int stat_is_var, float eps, __global const float *gamma, int use_scale, int act
+
+/* The dx step's extra arguments: batch (full formula) or frozen, and where dgamma/dbeta go. */
+#define CLBN_DX_ARGS                                                                               \
+    int frozen, float inv_m, int accumulate, __global float *dgamma, __global float *dbeta
+
+inline void clbn_write_grads(ulong c, float sdz, float sdzx, int accumulate,
+                             __global float *dgamma, __global float *dbeta) {
+    dbeta[c] = (accumulate ? dbeta[c] : 0.0f) + sdz;
+    dgamma[c] = (accumulate ? dgamma[c] : 0.0f) + sdzx;
+}
+
+/* dx for one vector, given the channel's coefficients. */
+inline vfloat clbn_dx_of(vfloat xv, vfloat dyv, vfloat yv, vfloat mu, vfloat inv, vfloat a,
+                         vfloat k1, vfloat k2, int frozen, int act) {
+    vfloat dz = clbn_activation_grad(dyv, yv, act);
+    if (frozen)
+        return a * dz;
+    return a * (dz - k1 - (xv - mu) * inv * k2);
+}
+
+/* NCHW reduction; same range and split as clbn_stats_nchw. With apply (one group per
+ * channel), the group also writes dx from its slice while it is in cache. */
+__kernel void clbn_bwd_reduce_nchw(__global const float *x, ulong x_off, __global const float *y,
+                                   ulong y_off, __global const float *dy, ulong dy_off, ulong N,
+                                   ulong C, ulong HW, ulong chunk, int blocked,
+                                   __local float *la, __local float *lb, int final_step,
+                                   __global float *part, __global float *sums, CLBN_GRAD_ARGS,
+                                   int apply, __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
+    const uint lid = get_local_id(0), wg = get_local_size(0);
+    const ulong g = get_group_id(0), split = get_num_groups(0), c = get_group_id(1);
+    const ulong HWv = HW / CLBN_VEC, CHW = C * HW;
+    const ulong total = N * HWv;
+    const ulong begin = min(g * chunk, total), end = min(begin + chunk, total);
+    const ulong base = c * HW;
+    const float mu = mean[mean_off + c];
+    const float inv = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+    const int need_y = act != CLBN_ACT_NONE;
+
+    ulong start, stop, step;
+    clbn_item_range(begin, end, lid, wg, blocked, &start, &stop, &step);
+    vfloat sa = (vfloat)(0.0f), sb = (vfloat)(0.0f);
+    clbn_cursor k;
+    clbn_cursor_init(&k, start, stop, step, HWv);
+    for (; k.q < k.end; clbn_cursor_next(&k)) {
+        const ulong o = base + k.row * CHW + k.col * CLBN_VEC;
+        vfloat dz = VLOAD(dy + dy_off + o);
+        if (need_y)
+            dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
+        sa += dz;
+        sb += dz * ((VLOAD(x + x_off + o) - mu) * inv);
+    }
+    la[lid] = clbn_sum_lanes(sa);
+    lb[lid] = clbn_sum_lanes(sb);
+    clbn_tree_sums(la, lb, 0, 1, 1, lid, wg);
+
+    if (lid == 0) {
+        if (final_step) {
+            sums[2 * c] = la[0];
+            sums[2 * c + 1] = lb[0];
+            if (apply)
+                clbn_write_grads(c, la[0], lb[0], accumulate, dgamma, dbeta);
+        } else {
+            part[2 * (c * split + g)] = la[0];
+            part[2 * (c * split + g) + 1] = lb[0];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!apply)
+        return;
+    const float a = (use_scale ? gamma[c] : 1.0f) * inv;
+    const float k1 = la[0] * inv_m, k2 = lb[0] * inv_m;
+    clbn_cursor_init(&k, start, stop, step, HWv);
+    for (; k.q < k.end; clbn_cursor_next(&k)) {
+        const ulong o = base + k.row * CHW + k.col * CLBN_VEC;
+        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+                          frozen, act),
+               dx + dx_off + o);
+    }
+}
+
+/* NHWC / NC reduction; same range and split as clbn_stats_nhwc. */
+__kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __global const float *y,
+                                   ulong y_off, __global const float *dy, ulong dy_off, ulong R,
+                                   ulong C, ulong chunk, int blocked, __local float *la,
+                                   __local float *lb, int final_step, __global float *part,
+                                   __global float *sums, CLBN_GRAD_ARGS, int apply,
+                                   __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
+    const uint l0 = get_local_id(0), cw = get_local_size(0);
+    const uint l1 = get_local_id(1), rw = get_local_size(1);
+    const ulong g = get_group_id(1), split = get_num_groups(1);
+    const ulong ci = get_global_id(0);
+    const int active = ci < C / CLBN_VEC;
+    const ulong c0 = ci * CLBN_VEC;
+    const ulong begin = min(g * chunk, R), end = min(begin + chunk, R);
+    const int need_y = act != CLBN_ACT_NONE;
+
+    ulong start, stop, step;
+    clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
+    vfloat sa = (vfloat)(0.0f), sb = (vfloat)(0.0f);
+    vfloat mu = (vfloat)(0.0f), inv = (vfloat)(0.0f);
+    if (active) {
+        mu = VLOAD(mean + mean_off + c0);
+        vfloat s = VLOAD(stat + stat_off + c0);
+        inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
+        for (ulong r = start; r < stop; r += step) {
+            const ulong o = r * C + c0;
+            vfloat dz = VLOAD(dy + dy_off + o);
+            if (need_y)
+                dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
+            sa += dz;
+            sb += dz * ((VLOAD(x + x_off + o) - mu) * inv);
+        }
+    }
+    const uint slot = (l1 * cw + l0) * CLBN_VEC;
+    VSTORE(sa, la + slot);
+    VSTORE(sb, lb + slot);
+    clbn_tree_sums(la, lb, l0 * CLBN_VEC, cw * CLBN_VEC, CLBN_VEC, l1, rw);
+
+    if (l1 == 0 && active) {
+        for (int j = 0; j < CLBN_VEC; j++) {
+            const uint s = l0 * CLBN_VEC + j;
+            const ulong c = c0 + j;
+            if (final_step) {
+                sums[2 * c] = la[s];
+                sums[2 * c + 1] = lb[s];
+                if (apply)
+                    clbn_write_grads(c, la[s], lb[s], accumulate, dgamma, dbeta);
+            } else {
+                part[2 * (c * split + g)] = la[s];
+                part[2 * (c * split + g) + 1] = lb[s];
+            }
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!apply || !active)
+        return;
+    const vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
+    const vfloat k1 = VLOAD(la + l0 * CLBN_VEC) * inv_m, k2 = VLOAD(lb + l0 * CLBN_VEC) * inv_m;
+    for (ulong r = start; r < stop; r += step) {
+        const ulong o = r * C + c0;
+        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+                          frozen, act),
+               dx + dx_off + o);
+    }
+}
+
+/* Sums the split partials of each channel in group order. One item per channel. */
+__kernel void clbn_bwd_merge(ulong C, ulong split, __global const float *part,
+                             __global float *sums) {
+    const ulong c = get_global_id(0);
+    if (c >= C)
+        return;
+    float sa = 0.0f, sb = 0.0f;
+    for (ulong g = 0; g < split; g++) {
+        sa += part[2 * (c * split + g)];
+        sb += part[2 * (c * split + g) + 1];
+    }
+    sums[2 * c] = sa;
+    sums[2 * c + 1] = sb;
+}
+
+/* dx for NCHW, with the range of clbn_apply_nchw; the items at the start of each channel's
+ * first row also write dgamma and dbeta (so the state changes in the call's last kernel). */
+__kernel void clbn_dx_nchw(__global const float *x, ulong x_off, __global const float *y,
+                           ulong y_off, __global const float *dy, ulong dy_off, __global float *dx,
+                           ulong dx_off, ulong N, ulong C, ulong HW, int blocked,
+                           __global const float *sums, CLBN_GRAD_ARGS, CLBN_DX_ARGS) {
+    const ulong rr = get_global_id(1);
+    if (rr >= N * C)
+        return;
+    const ulong n = rr / C, c = rr - n * C; /* once per item */
+    const float mu = mean[mean_off + c];
+    const float inv = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+    const float a = (use_scale ? gamma[c] : 1.0f) * inv;
+    const float sdz = sums[2 * c], sdzx = sums[2 * c + 1];
+    if (n == 0 && get_global_id(0) == 0)
+        clbn_write_grads(c, sdz, sdzx, accumulate, dgamma, dbeta);
+    const float k1 = sdz * inv_m, k2 = sdzx * inv_m;
+    const int need_y = act != CLBN_ACT_NONE;
+    const ulong row = n * C * HW + c * HW;
+    ulong start, stop, step;
+    clbn_item_range(0, HW / CLBN_VEC, get_global_id(0), get_global_size(0), blocked, &start, &stop,
+                    &step);
+    for (ulong v = start; v < stop; v += step) {
+        const ulong o = row + v * CLBN_VEC;
+        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+                          frozen, act),
+               dx + dx_off + o);
+    }
+}
+
+/* dx for NHWC / NC, with the range of clbn_apply_nhwc. */
+__kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const float *y,
+                           ulong y_off, __global const float *dy, ulong dy_off, __global float *dx,
+                           ulong dx_off, ulong R, ulong C, int blocked, __global const float *sums,
+                           CLBN_GRAD_ARGS, CLBN_DX_ARGS) {
+    const ulong ci = get_global_id(0);
+    if (ci >= C / CLBN_VEC)
+        return;
+    const ulong c0 = ci * CLBN_VEC;
+    const vfloat mu = VLOAD(mean + mean_off + c0);
+    const vfloat s = VLOAD(stat + stat_off + c0);
+    const vfloat inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
+    const vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
+    float t0[CLBN_VEC], t1[CLBN_VEC];
+    for (int j = 0; j < CLBN_VEC; j++) {
+        t0[j] = sums[2 * (c0 + j)];
+        t1[j] = sums[2 * (c0 + j) + 1];
+        if (get_global_id(1) == 0)
+            clbn_write_grads(c0 + j, t0[j], t1[j], accumulate, dgamma, dbeta);
+    }
+    const vfloat sdz = VLOAD(t0), sdzx = VLOAD(t1);
+    const vfloat k1 = sdz * inv_m, k2 = sdzx * inv_m;
+    const int need_y = act != CLBN_ACT_NONE;
+    ulong start, stop, step;
+    clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
+    for (ulong r = start; r < stop; r += step) {
+        const ulong o = r * C + c0;
+        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+                          frozen, act),
+               dx + dx_off + o);
+    }
+}

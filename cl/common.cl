@@ -1,0 +1,256 @@
+/* common.cl - helpers shared by every clbn kernel: the vector type, the iteration cursor,
+ * Welford accumulation, Chan's merge, the work-group tree and the activations.
+ * OpenCL C 1.2, fp32 only. The host prepends -DCLBN_VEC=W; defaults keep the file
+ * compilable on its own. */
+
+#ifndef CLBN_VEC
+#define CLBN_VEC 1
+#endif
+/* Values per lane in one Welford run before the run is merged into the lane's total: short
+ * runs keep fp32 Welford accurate (DESIGN.md: long runs lose 1e-4 on large means). */
+#ifndef CLBN_RUN
+#define CLBN_RUN 128
+#endif
+
+#define CLBN_CAT_(a, b) a##b
+#define CLBN_CAT(a, b) CLBN_CAT_(a, b)
+
+#if CLBN_VEC == 1
+typedef float vfloat;
+#define VLOAD(p) (*(p))
+#define VSTORE(v, p) (*(p) = (v))
+#else
+typedef CLBN_CAT(float, CLBN_VEC) vfloat;
+#define VLOAD(p) CLBN_CAT(vload, CLBN_VEC)(0, (p))
+#define VSTORE(v, p) CLBN_CAT(vstore, CLBN_VEC)((v), 0, (p))
+#endif
+
+#define CLBN_ACT_NONE 0
+#define CLBN_ACT_RELU 1
+#define CLBN_ACT_SIGMOID 2
+
+/* Walks positions q in [q, end) by `step`, keeping (row, col) so that no position needs an
+ * integer division: col counts vectors within a row of `cols` vectors. */
+typedef struct {
+    ulong q, end, step, row, col, cols, drow, dcol;
+} clbn_cursor;
+
+inline void clbn_cursor_init(clbn_cursor *k, ulong start, ulong end, ulong step, ulong cols) {
+    k->q = start;
+    k->end = end;
+    k->step = step;
+    k->cols = cols;
+    k->row = start / cols;
+    k->col = start - k->row * cols;
+    k->drow = step / cols;
+    k->dcol = step - k->drow * cols;
+}
+
+inline void clbn_cursor_next(clbn_cursor *k) {
+    k->q += k->step;
+    k->row += k->drow;
+    k->col += k->dcol;
+    if (k->col >= k->cols) {
+        k->col -= k->cols;
+        k->row += 1;
+    }
+}
+
+/* This item's share of [begin, end): interleaved (item i takes i, i+size, ...: coalesced on a
+ * GPU) or blocked (a contiguous run per item: sequential streams on a CPU). */
+inline void clbn_item_range(ulong begin, ulong end, uint item, uint size, int blocked,
+                            ulong *start, ulong *stop, ulong *step) {
+    if (blocked) {
+        ulong len = end > begin ? end - begin : 0;
+        ulong per = (len + size - 1) / size;
+        ulong s = begin + (ulong)item * per;
+        *start = s < end ? s : end;
+        *stop = s + per < end ? s + per : end;
+        *step = 1;
+    } else {
+        *start = begin + item;
+        *stop = end;
+        *step = size;
+    }
+}
+
+/* Chan's merge of (nb, mb, Mb) into (na, ma, Ma). Counts are 64-bit integers; only their
+ * ratio goes through float. */
+inline void clbn_chan_merge(ulong *na, float *ma, float *Ma, ulong nb, float mb, float Mb) {
+    ulong n = *na + nb;
+    if (nb == 0)
+        return;
+    if (*na == 0) {
+        *na = nb;
+        *ma = mb;
+        *Ma = Mb;
+        return;
+    }
+    float wb = (float)nb / (float)n;
+    float delta = mb - *ma;
+    *ma = *ma + delta * wb;
+    *Ma = *Ma + Mb + delta * delta * ((float)*na * wb);
+    *na = n;
+}
+
+/* Per-lane accumulator: every lane has seen the same number of values, so counts and the
+ * Welford weights are scalars shared by the lanes. */
+typedef struct {
+    uint run_n;
+    vfloat run_mean, run_m2;
+    ulong tot_n;
+    vfloat tot_mean, tot_m2;
+} clbn_welford;
+
+inline void clbn_welford_init(clbn_welford *w) {
+    w->run_n = 0;
+    w->run_mean = (vfloat)(0.0f);
+    w->run_m2 = (vfloat)(0.0f);
+    w->tot_n = 0;
+    w->tot_mean = (vfloat)(0.0f);
+    w->tot_m2 = (vfloat)(0.0f);
+}
+
+inline void clbn_welford_flush(clbn_welford *w) {
+    if (w->run_n == 0)
+        return;
+    ulong n = w->tot_n + w->run_n;
+    float wb = (float)w->run_n / (float)n;
+    vfloat delta = w->run_mean - w->tot_mean;
+    w->tot_mean = w->tot_mean + delta * wb;
+    w->tot_m2 = w->tot_m2 + w->run_m2 + delta * delta * ((float)w->tot_n * wb);
+    w->tot_n = n;
+    w->run_n = 0;
+    w->run_mean = (vfloat)(0.0f);
+    w->run_m2 = (vfloat)(0.0f);
+}
+
+/* d is already shifted by the channel's pivot. */
+inline void clbn_welford_add(clbn_welford *w, vfloat d) {
+    w->run_n += 1;
+    float inv = 1.0f / (float)w->run_n;
+    vfloat delta = d - w->run_mean;
+    w->run_mean = w->run_mean + delta * inv;
+    w->run_m2 = w->run_m2 + delta * (d - w->run_mean);
+    if (w->run_n == CLBN_RUN)
+        clbn_welford_flush(w);
+}
+
+/* Lane j of a vector, for the lane loops that run once per item (not per element). */
+inline float clbn_lane(vfloat v, int j) {
+#if CLBN_VEC == 1
+    (void)j;
+    return v;
+#else
+    float tmp[CLBN_VEC];
+    VSTORE(v, tmp);
+    return tmp[j];
+#endif
+}
+
+/* Sum of the lanes in a fixed order. */
+inline float clbn_sum_lanes(vfloat v) {
+#if CLBN_VEC == 1
+    return v;
+#else
+    float tmp[CLBN_VEC];
+    VSTORE(v, tmp);
+    float s = 0.0f;
+    for (int j = 0; j < CLBN_VEC; j++)
+        s += tmp[j];
+    return s;
+#endif
+}
+
+/* Tree merge of moments over `size` slots at base + i*stride (+ lane j < lanes), i in
+ * [0, size), into slot base. Every item of the group calls it (barriers inside, in a single
+ * loop: some compilers mishandle barriers in nested loops); this item owns slot i = idx. The
+ * pairing order is fixed, so the result is deterministic. */
+inline void clbn_tree_moments(__local ulong *ln, __local float *lm, __local float *lM,
+                              uint base, uint stride, uint lanes, uint idx, uint size) {
+    uint span = 1;
+    while (span < size)
+        span <<= 1;
+    for (span >>= 1; span > 0; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (idx < span && idx + span < size) {
+            for (uint j = 0; j < lanes; j++) {
+                uint a = base + idx * stride + j, b = base + (idx + span) * stride + j;
+                ulong n = ln[a];
+                float m = lm[a], M = lM[a];
+                clbn_chan_merge(&n, &m, &M, ln[b], lm[b], lM[b]);
+                ln[a] = n;
+                lm[a] = m;
+                lM[a] = M;
+            }
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Tree sum of two float arrays over the same slots (backward's sums of dz and dz*xhat). */
+inline void clbn_tree_sums(__local float *la, __local float *lb, uint base, uint stride,
+                           uint lanes, uint idx, uint size) {
+    uint span = 1;
+    while (span < size)
+        span <<= 1;
+    for (span >>= 1; span > 0; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (idx < span && idx + span < size) {
+            for (uint j = 0; j < lanes; j++) {
+                uint a = base + idx * stride + j, b = base + (idx + span) * stride + j;
+                la[a] += la[b];
+                lb[a] += lb[b];
+            }
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+inline vfloat clbn_activate(vfloat z, int act) {
+    if (act == CLBN_ACT_RELU)
+        return fmax(z, (vfloat)(0.0f));
+    if (act == CLBN_ACT_SIGMOID)
+        return (vfloat)(1.0f) / ((vfloat)(1.0f) + exp(-z));
+    return z;
+}
+
+/* dz from dy and the forward's output y: exact masks, as cuDNN's and oneDNN's workspaces. */
+inline vfloat clbn_activation_grad(vfloat dy, vfloat y, int act) {
+    if (act == CLBN_ACT_RELU)
+        return select((vfloat)(0.0f), dy, y > (vfloat)(0.0f));
+    if (act == CLBN_ACT_SIGMOID)
+        return dy * y * ((vfloat)(1.0f) - y);
+    return dy;
+}
+
+/* Per-channel statistics in force: either (mean, invstd) as saved by a training forward, or
+ * (running mean, running var) from which invstd is derived with eps. */
+inline float clbn_invstd_of(float s, int s_is_var, float eps) {
+    return s_is_var ? 1.0f / sqrt(s + eps) : s;
+}
+
+/* Writes the finished statistics of channel c: saved mean and invstd, and the running
+ * averages (read from rm_in/rv_in, written to rm_out/rv_out, so a failed call leaves the
+ * state's current buffers untouched). mean_s and M2 are of x - pivot. */
+inline void clbn_finish_channel(ulong c, ulong n, float pivot, float mean_s, float M2, float eps,
+                                __global float *saved_mean, ulong saved_mean_off,
+                                __global float *saved_invstd, ulong saved_invstd_off, int track,
+                                float factor, __global const float *rm_in,
+                                __global const float *rv_in, __global float *rm_out,
+                                __global float *rv_out, float *mean_out, float *invstd_out) {
+    float mean = pivot + mean_s;
+    float var = M2 / (float)n;
+    if (var < 0.0f)
+        var = 0.0f;
+    float invstd = 1.0f / sqrt(var + eps);
+    saved_mean[saved_mean_off + c] = mean;
+    saved_invstd[saved_invstd_off + c] = invstd;
+    if (track) {
+        float unbiased = n > 1 ? M2 / (float)(n - 1) : 0.0f;
+        rm_out[c] = (1.0f - factor) * rm_in[c] + factor * mean;
+        rv_out[c] = (1.0f - factor) * rv_in[c] + factor * unbiased;
+    }
+    *mean_out = mean;
+    *invstd_out = invstd;
+}

@@ -1,0 +1,162 @@
+/* stats.cl - per-channel moments over N, H, W for the training forward: pivot-shifted Welford
+ * per work-item, Chan's merge in a fixed tree per work-group, then either the channel's final
+ * statistics (one group per channel, optionally normalizing its slice while it is in cache) or
+ * partial moments that clbn_stats_merge combines in a separate kernel. */
+
+/* Arguments shared by the finishing step (saved statistics and running averages). */
+#define CLBN_FINISH_ARGS                                                                           \
+    float eps, __global float *saved_mean, ulong saved_mean_off, __global float *saved_invstd,     \
+        ulong saved_invstd_off, int track, float factor, __global const float *rm_in,              \
+        __global const float *rv_in, __global float *rm_out, __global float *rv_out
+
+/* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = split groups of local
+ * size wg, dim1 = C (one group row per channel). Requires HW % CLBN_VEC == 0. */
+__kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulong C, ulong HW,
+                              ulong chunk, int blocked, __local ulong *ln, __local float *lm,
+                              __local float *lM, int final_step, __global ulong *pn,
+                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS,
+                              int apply, __global float *y, ulong y_off,
+                              __global const float *gamma, __global const float *beta,
+                              int use_scale, int use_shift, int act) {
+    const uint lid = get_local_id(0), wg = get_local_size(0);
+    const ulong g = get_group_id(0), split = get_num_groups(0), c = get_group_id(1);
+    const ulong HWv = HW / CLBN_VEC, CHW = C * HW;
+    const ulong total = N * HWv;
+    const ulong begin = min(g * chunk, total), end = min(begin + chunk, total);
+    const ulong xbase = x_off + c * HW;
+    const float pivot = x[xbase];
+
+    ulong start, stop, step;
+    clbn_item_range(begin, end, lid, wg, blocked, &start, &stop, &step);
+    clbn_welford w;
+    clbn_welford_init(&w);
+    clbn_cursor k;
+    clbn_cursor_init(&k, start, stop, step, HWv);
+    for (; k.q < k.end; clbn_cursor_next(&k))
+        clbn_welford_add(&w, VLOAD(x + xbase + k.row * CHW + k.col * CLBN_VEC) - pivot);
+    clbn_welford_flush(&w);
+
+    ulong n = 0;
+    float m = 0.0f, M = 0.0f;
+    for (int j = 0; j < CLBN_VEC; j++)
+        clbn_chan_merge(&n, &m, &M, w.tot_n, clbn_lane(w.tot_mean, j), clbn_lane(w.tot_m2, j));
+    ln[lid] = n;
+    lm[lid] = m;
+    lM[lid] = M;
+    clbn_tree_moments(ln, lm, lM, 0, 1, 1, lid, wg);
+
+    if (lid == 0) {
+        if (final_step) {
+            float mean, invstd;
+            clbn_finish_channel(c, ln[0], pivot, lm[0], lM[0], eps, saved_mean, saved_mean_off,
+                                saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in,
+                                rm_out, rv_out, &mean, &invstd);
+            lm[0] = mean;
+            lM[0] = (use_scale ? gamma[c] : 1.0f) * invstd;
+        } else {
+            pn[c * split + g] = ln[0];
+            pm[c * split + g] = lm[0];
+            pM[c * split + g] = lM[0];
+        }
+    }
+    /* Unconditional: a barrier under a branch trips some compilers (PoCL re-runs work-item 0
+     * up to it), even when the branch is uniform. */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!apply)
+        return;
+    /* Single-read path: the slice this group just reduced is still in cache. */
+    const float mean = lm[0], a = lM[0];
+    const float b = use_shift ? beta[c] : 0.0f;
+    const ulong ybase = y_off + c * HW;
+    clbn_cursor_init(&k, start, stop, step, HWv);
+    for (; k.q < k.end; clbn_cursor_next(&k)) {
+        ulong o = k.row * CHW + k.col * CLBN_VEC;
+        vfloat v = VLOAD(x + xbase + o);
+        VSTORE(clbn_activate((v - mean) * a + b, act), y + ybase + o);
+    }
+}
+
+/* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = channel vectors
+ * (CLBN_VEC channels per item, local size cw), dim1 = split groups of rows (local size rw).
+ * Requires C % CLBN_VEC == 0. Local arrays hold CLBN_VEC lanes per item. */
+__kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
+                              ulong chunk, int blocked, __local ulong *ln, __local float *lm,
+                              __local float *lM, int final_step, __global ulong *pn,
+                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS,
+                              int apply, __global float *y, ulong y_off,
+                              __global const float *gamma, __global const float *beta,
+                              int use_scale, int use_shift, int act) {
+    const uint l0 = get_local_id(0), cw = get_local_size(0);
+    const uint l1 = get_local_id(1), rw = get_local_size(1);
+    const ulong g = get_group_id(1), split = get_num_groups(1);
+    const ulong cv = C / CLBN_VEC, ci = get_global_id(0);
+    const int active = ci < cv;
+    const ulong c0 = ci * CLBN_VEC;
+    const ulong begin = min(g * chunk, R), end = min(begin + chunk, R);
+
+    ulong start, stop, step;
+    clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
+    clbn_welford w;
+    clbn_welford_init(&w);
+    vfloat pivot = (vfloat)(0.0f);
+    if (active) {
+        pivot = VLOAD(x + x_off + c0);
+        for (ulong r = start; r < stop; r += step)
+            clbn_welford_add(&w, VLOAD(x + x_off + r * C + c0) - pivot);
+        clbn_welford_flush(&w);
+    }
+    const uint slot = (l1 * cw + l0) * CLBN_VEC;
+    for (int j = 0; j < CLBN_VEC; j++) {
+        ln[slot + j] = w.tot_n;
+        lm[slot + j] = clbn_lane(w.tot_mean, j);
+        lM[slot + j] = clbn_lane(w.tot_m2, j);
+    }
+    clbn_tree_moments(ln, lm, lM, l0 * CLBN_VEC, cw * CLBN_VEC, CLBN_VEC, l1, rw);
+
+    if (l1 == 0 && active) {
+        for (int j = 0; j < CLBN_VEC; j++) {
+            const uint s = l0 * CLBN_VEC + j;
+            const ulong c = c0 + j;
+            if (final_step) {
+                float mean, invstd;
+                clbn_finish_channel(c, ln[s], clbn_lane(pivot, j), lm[s], lM[s], eps, saved_mean,
+                                    saved_mean_off, saved_invstd, saved_invstd_off, track, factor,
+                                    rm_in, rv_in, rm_out, rv_out, &mean, &invstd);
+                lm[s] = mean;
+                lM[s] = (use_scale ? gamma[c] : 1.0f) * invstd;
+            } else {
+                pn[c * split + g] = ln[s];
+                pm[c * split + g] = lm[s];
+                pM[c * split + g] = lM[s];
+            }
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (!apply || !active)
+        return;
+    const vfloat mean = VLOAD(lm + l0 * CLBN_VEC), a = VLOAD(lM + l0 * CLBN_VEC);
+    const vfloat b = use_shift ? VLOAD(beta + c0) : (vfloat)(0.0f);
+    for (ulong r = start; r < stop; r += step) {
+        vfloat v = VLOAD(x + x_off + r * C + c0);
+        VSTORE(clbn_activate((v - mean) * a + b, act), y + y_off + r * C + c0);
+    }
+}
+
+/* Combines the split partial moments of each channel in group order (deterministic) and
+ * finishes the channel. One item per channel. */
+__kernel void clbn_stats_merge(ulong C, ulong split, __global const ulong *pn,
+                               __global const float *pm, __global const float *pM,
+                               __global const float *x, ulong x_off, ulong pivot_stride,
+                               CLBN_FINISH_ARGS) {
+    const ulong c = get_global_id(0);
+    if (c >= C)
+        return;
+    ulong n = 0;
+    float m = 0.0f, M = 0.0f;
+    for (ulong g = 0; g < split; g++)
+        clbn_chan_merge(&n, &m, &M, pn[c * split + g], pm[c * split + g], pM[c * split + g]);
+    float mean, invstd;
+    clbn_finish_channel(c, n, x[x_off + c * pivot_stride], m, M, eps, saved_mean, saved_mean_off,
+                        saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out,
+                        rv_out, &mean, &invstd);
+}

@@ -1,0 +1,216 @@
+/* device.c — OpenCL device enumeration and the selector ("gpu", "cpu", "P:D", a name). */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void get_string(cl_device_id d, cl_device_info what, char *out, size_t cap) {
+    out[0] = '\0';
+    if (clGetDeviceInfo(d, what, cap, out, NULL) != CL_SUCCESS)
+        out[0] = '\0';
+    out[cap - 1] = '\0';
+}
+
+clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
+                                  uint32_t platform_index, uint32_t device_index,
+                                  clbn_device_info *info) {
+    memset(info, 0, sizeof *info);
+    info->platform_index = platform_index;
+    info->device_index = device_index;
+    info->platform = platform;
+    info->device = device;
+    if (clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof info->platform_name,
+                          info->platform_name, NULL) != CL_SUCCESS)
+        info->platform_name[0] = '\0';
+    info->platform_name[sizeof info->platform_name - 1] = '\0';
+    get_string(device, CL_DEVICE_NAME, info->device_name, sizeof info->device_name);
+    get_string(device, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
+    get_string(device, CL_DRIVER_VERSION, info->driver_version, sizeof info->driver_version);
+    get_string(device, CL_DEVICE_VERSION, info->device_version, sizeof info->device_version);
+    get_string(device, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version,
+               sizeof info->opencl_c_version);
+    cl_int err = clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
+    cl_ulong u = 0;
+    cl_uint v = 0;
+    size_t s = 0;
+    if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
+        info->global_mem_size = u;
+    if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
+        info->global_mem_cache_size = u;
+    if (clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
+        info->local_mem_size = u;
+    if (clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
+        info->max_mem_alloc_size = u;
+    if (clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof s, &s, NULL) == CL_SUCCESS)
+        info->max_work_group_size = s;
+    if (clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof v, &v, NULL) == CL_SUCCESS)
+        info->compute_units = v;
+    if (clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof v, &v, NULL) ==
+        CL_SUCCESS)
+        info->preferred_vector_width_float = v;
+    char ext[8192];
+    get_string(device, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
+    info->has_fp64 = strstr(ext, "cl_khr_fp64") != NULL;
+    info->has_fp16 = strstr(ext, "cl_khr_fp16") != NULL;
+    if (err != CL_SUCCESS)
+        return clbn_fail((clbn_status)err, "clGetDeviceInfo(CL_DEVICE_TYPE) failed");
+    return CLBN_SUCCESS;
+}
+
+/* Calls fn on each device in platform order until it returns nonzero. */
+static clbn_status for_each_device(int (*fn)(const clbn_device_info *, void *), void *user,
+                                   size_t *count) {
+    cl_uint np = 0;
+    cl_int err = clGetPlatformIDs(0, NULL, &np);
+    if (count)
+        *count = 0;
+    if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || np == 0)
+        return CLBN_SUCCESS;
+    if (err != CL_SUCCESS)
+        return clbn_fail((clbn_status)err, "clGetPlatformIDs failed");
+    cl_platform_id *plats = malloc(np * sizeof *plats);
+    if (!plats)
+        return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory listing platforms");
+    err = clGetPlatformIDs(np, plats, NULL);
+    size_t total = 0;
+    int stop = 0;
+    for (cl_uint p = 0; err == CL_SUCCESS && p < np && !stop; p++) {
+        cl_uint nd = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS || nd == 0)
+            continue;
+        cl_device_id *devs = malloc(nd * sizeof *devs);
+        if (!devs)
+            break;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, devs, NULL) == CL_SUCCESS) {
+            for (cl_uint d = 0; d < nd && !stop; d++) {
+                clbn_device_info info;
+                if (clbn_fill_device_info(plats[p], devs[d], p, d, &info) != CLBN_SUCCESS)
+                    continue;
+                total++;
+                if (fn)
+                    stop = fn(&info, user);
+            }
+        }
+        free(devs);
+    }
+    free(plats);
+    if (count)
+        *count = total;
+    return CLBN_SUCCESS;
+}
+
+typedef struct {
+    clbn_device_info *infos;
+    size_t capacity, used;
+} list_ctx;
+
+static int list_one(const clbn_device_info *info, void *user) {
+    list_ctx *l = user;
+    if (l->infos && l->used < l->capacity)
+        l->infos[l->used] = *info;
+    l->used++;
+    return 0;
+}
+
+clbn_status clbn_device_list(clbn_device_info *infos, size_t capacity, size_t *count) {
+    clbn_clear_error();
+    if (!count)
+        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "count is NULL");
+    list_ctx l = {infos, capacity, 0};
+    return for_each_device(list_one, &l, count);
+}
+
+static int contains_nocase(const char *hay, const char *needle) {
+    size_t n = strlen(needle);
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && hay[i] &&
+               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return 1;
+    }
+    return n == 0;
+}
+
+typedef struct {
+    const char *sel;
+    int kind; /* 0 name, 1 gpu, 2 cpu, 3 indices, 4 default */
+    unsigned long p, d;
+    int found;
+    clbn_device_info first, match;
+    int have_first;
+} select_ctx;
+
+static int select_one(const clbn_device_info *info, void *user) {
+    select_ctx *s = user;
+    if (!s->have_first) {
+        s->first = *info;
+        s->have_first = 1;
+    }
+    int hit = 0;
+    switch (s->kind) {
+    case 0:
+        hit = contains_nocase(info->device_name, s->sel);
+        break;
+    case 1:
+    case 4:
+        hit = (info->type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR)) != 0;
+        break;
+    case 2:
+        hit = (info->type & CL_DEVICE_TYPE_CPU) != 0;
+        break;
+    case 3:
+        hit = info->platform_index == s->p && info->device_index == s->d;
+        break;
+    }
+    if (hit) {
+        s->match = *info;
+        s->found = 1;
+    }
+    return hit;
+}
+
+clbn_status clbn_select_device(const char *selector, clbn_device_info *info) {
+    if (!selector || !*selector)
+        selector = getenv("CLBN_DEVICE");
+    select_ctx s;
+    memset(&s, 0, sizeof s);
+    s.sel = selector ? selector : "";
+    char *end = NULL;
+    if (!selector || !*selector) {
+        s.kind = 4;
+    } else if (!strcmp(selector, "gpu") || !strcmp(selector, "GPU")) {
+        s.kind = 1;
+    } else if (!strcmp(selector, "cpu") || !strcmp(selector, "CPU")) {
+        s.kind = 2;
+    } else if (isdigit((unsigned char)selector[0])) {
+        s.p = strtoul(selector, &end, 10);
+        if (*end == ':' && isdigit((unsigned char)end[1])) {
+            s.d = strtoul(end + 1, &end, 10);
+            s.kind = *end == '\0' ? 3 : 0;
+        }
+    }
+    size_t count = 0;
+    clbn_status st = for_each_device(select_one, &s, &count);
+    if (st != CLBN_SUCCESS)
+        return st;
+    if (count == 0 && !s.have_first)
+        return clbn_fail(CLBN_ERROR_DEVICE_NOT_FOUND,
+                         "no OpenCL platform or device found (is an ICD such as "
+                         "pocl-opencl-icd installed?)");
+    if (s.found) {
+        *info = s.match;
+        return CLBN_SUCCESS;
+    }
+    if (s.kind == 4 && s.have_first) {
+        *info = s.first;
+        return CLBN_SUCCESS;
+    }
+    return clbn_fail(CLBN_ERROR_DEVICE_NOT_FOUND,
+                     "device selector \"%s\" matches no device (use gpu, cpu, P:D indices or part "
+                     "of a device name; `clbn devices` lists them)",
+                     s.sel);
+}
