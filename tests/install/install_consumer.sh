@@ -54,10 +54,14 @@ step "pkg-config --cflags --libs clbn"
 export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 if flags=$(pkg-config --cflags --libs clbn); then
     echo "flags: $flags"
-    case " $flags " in
-    *" -I$prefix/$includedir "*) ;;
-    *) fail "clbn.pc does not point into the prefix it was installed to ($prefix): $flags" ;;
-    esac
+    # The header must come from this prefix, not from an older install elsewhere.
+    want=$(realpath -m "$prefix/$includedir")
+    found=0
+    for f in $(pkg-config --cflags-only-I clbn); do
+        [ "$(realpath -m "${f#-I}")" = "$want" ] && found=1
+    done
+    [ "$found" -eq 1 ] ||
+        fail "clbn.pc does not point into the prefix it was installed to ($prefix): $flags"
     # shellcheck disable=SC2086
     if "$cc" -std=c11 -Wall -Wextra -Werror "$src/main.c" $flags -lm -o "$work/pc_consumer"; then
         LD_LIBRARY_PATH="$prefix/$libdir" "$work/pc_consumer" || fail "pkg-config consumer"
