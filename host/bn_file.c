@@ -45,8 +45,10 @@ clbn_status clbn_bn_save(clbn_bn *bn, const char *path) {
     clbn_clear_error();
     if (!bn)
         return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "bn is NULL");
-    if (!path || !*path)
-        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "path is NULL or empty");
+    if (!path)
+        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "path is NULL");
+    if (!*path)
+        return clbn_fail(CLBN_ERROR_INVALID_ARGUMENT, "path is empty");
     uint64_t C = bn->opt.channels;
     size_t size = STATE_HEADER + (size_t)C * 4 * CLBN_VECTOR_COUNT + 8;
     unsigned char *buf = malloc(size);
@@ -88,8 +90,10 @@ clbn_status clbn_bn_load(clbn_context *ctx, const char *path, clbn_bn **out) {
     *out = NULL;
     if (!ctx)
         return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "context is NULL");
-    if (!path || !*path)
-        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "path is NULL or empty");
+    if (!path)
+        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "path is NULL");
+    if (!*path)
+        return clbn_fail(CLBN_ERROR_INVALID_ARGUMENT, "path is empty");
     unsigned char *buf = NULL;
     size_t size = 0;
     clbn_status st = clbn_read_file(path, &buf, &size);

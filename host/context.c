@@ -60,9 +60,10 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
 }
 
 static clbn_status check_limits(const clbn_limits *l) {
-    if (l->vector_width > 16)
-        return clbn_fail(CLBN_ERROR_INVALID_OPTION, "limits.vector_width = %u: must be 1..16",
-                         l->vector_width);
+    uint32_t w = l->vector_width;
+    if (w != 0 && w != 1 && w != 2 && w != 4 && w != 8 && w != 16)
+        return clbn_fail(CLBN_ERROR_INVALID_OPTION,
+                         "limits.vector_width = %u: must be 0 (the device's), 1, 2, 4, 8 or 16", w);
     if (l->device_type > CLBN_DEVICE_KIND_GPU)
         return clbn_fail(CLBN_ERROR_INVALID_OPTION, "limits.device_type = %u is unknown",
                          l->device_type);
