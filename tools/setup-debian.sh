@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what clbn needs on Debian 12 (run as root), skipping what is already installed.
+# With --tests it adds what the tests need: cmocka, clang (offline kernel checks) and PyTorch
+# (the outside oracle).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo)
+if [ "${1:-}" = "--tests" ]; then
+  pkgs+=(libcmocka-dev clang python3-torch python3-numpy)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
