@@ -73,7 +73,7 @@ typedef struct run_ctx {
     clbn_bn *bn;
     cl_context cl_ctx;
     cl_command_queue queue;
-    cl_mem x_buf, y_buf, dy_buf, dx_buf;
+    cl_mem x_buf, y_buf, dy_buf, dx_buf, saved_mean_buf, saved_invstd_buf;
     clbn_bn_options opt;
     int state_exists;
     run_output out[RUN_MAX_OUTPUTS];
@@ -730,23 +730,30 @@ done:
     return y;
 }
 
-/* A state made by infer or a frozen train never saved batch statistics: backward from it
- * would use whatever the vectors were initialised to. */
+/* A state that never ran a training forward (made by infer, a frozen train or a backward) holds
+ * the initial saved statistics, mean 0 and invstd 1: a backward from them would be silently
+ * wrong. A tracked state shows it by t = 0; an untracked one only by those exact values, which
+ * a real batch gives in every channel with negligible probability. */
 static int check_saved_stats(run_ctx *r) {
     uint64_t t = 0;
     if (run_check(r, clbn_bn_get_batches_tracked(r->bn, &t), "batches tracked") != 0)
         return -1;
-    float *invstd = read_vector(r, CLBN_VECTOR_SAVED_INVSTD);
-    if (!invstd)
+    float *mean = read_vector(r, CLBN_VECTOR_SAVED_MEAN);
+    float *invstd = mean ? read_vector(r, CLBN_VECTOR_SAVED_INVSTD) : NULL;
+    if (!invstd) {
+        free(mean);
         return -1;
-    int ok = 1;
-    for (uint64_t c = 0; c < r->c; c++)
-        if (!(invstd[c] > 0.0f) || isinf(invstd[c]))
-            ok = 0;
+    }
+    int initial = 1, valid = 1;
+    for (uint64_t c = 0; c < r->c; c++) {
+        if (mean[c] != 0.0f || invstd[c] != 1.0f)
+            initial = 0;
+        if (!(invstd[c] > 0.0f) || isinf(invstd[c]) || isnan(mean[c]))
+            valid = 0;
+    }
+    free(mean);
     free(invstd);
-    if ((r->opt.flags & CLBN_TRACK_RUNNING_STATS) && t == 0)
-        ok = 0;
-    if (!ok)
+    if (initial || !valid || ((r->opt.flags & CLBN_TRACK_RUNNING_STATS) && t == 0))
         return run_fail(r, CLBN_EXIT_USAGE,
                         "the state %s holds no saved statistics: run `clbn run train` with it "
                         "first, or use --frozen",
@@ -824,6 +831,8 @@ static int run_op_now(run_ctx *r) {
             st = clbn_bn_backward_frozen(r->bn, &r->shape, r->x_buf, 0, r->y_buf, 0, r->dy_buf, 0,
                                          r->dx_buf, 0, NULL, 0, NULL, NULL);
         } else {
+            clbn_saved_stats saved = {NULL, 0, NULL, 0};
+            const clbn_saved_stats *saved_ptr = NULL; /* the state's own */
             if (r->state_exists) {
                 if (act && !y_given) {
                     float *y = recompute_y_from_saved(r);
@@ -837,8 +846,9 @@ static int run_op_now(run_ctx *r) {
                         return -1;
                 }
             } else {
-                /* No saved statistics yet: those of this batch, from a training forward whose
-                 * running-statistics update is then undone, since backward changes none. */
+                /* No saved statistics yet: those of this batch, into buffers of our own so
+                 * the state keeps its own, and with the running-statistics update undone:
+                 * a backward changes neither. */
                 float *mean0 = NULL, *var0 = NULL;
                 uint64_t t0 = 0;
                 if (track) {
@@ -850,10 +860,16 @@ static int run_op_now(run_ctx *r) {
                         return -1;
                     }
                 }
+                r->saved_mean_buf = make_buffer(r, NULL, r->c, "saved mean buffer");
+                r->saved_invstd_buf =
+                    r->saved_mean_buf ? make_buffer(r, NULL, r->c, "saved invstd buffer") : NULL;
+                saved.mean = r->saved_mean_buf;
+                saved.invstd = r->saved_invstd_buf;
                 cl_mem y_target = y_given ? r->dx_buf : r->y_buf; /* keep the given y */
-                int bad = run_check(r,
+                int bad = !r->saved_invstd_buf ||
+                          run_check(r,
                                     clbn_bn_forward_train(r->bn, &r->shape, r->x_buf, 0, y_target,
-                                                          0, NULL, NULL, 0, NULL, NULL),
+                                                          0, &saved, NULL, 0, NULL, NULL),
                                     "training forward (batch statistics for backward)") != 0;
                 if (!bad && track)
                     bad = run_check(
@@ -867,9 +883,10 @@ static int run_op_now(run_ctx *r) {
                 free(var0);
                 if (bad)
                     return -1;
+                saved_ptr = &saved;
             }
             st = clbn_bn_backward(r->bn, &r->shape, r->x_buf, 0, act ? r->y_buf : NULL, 0,
-                                  r->dy_buf, 0, r->dx_buf, 0, NULL, NULL, 0, NULL, NULL);
+                                  r->dy_buf, 0, r->dx_buf, 0, saved_ptr, NULL, 0, NULL, NULL);
         }
         if (run_check(r, st, a->frozen ? "frozen backward" : "backward") != 0 ||
             add_tensor_output(r, "dx.npy", r->dx_buf) != 0)
@@ -988,7 +1005,8 @@ static void run_release(run_ctx *r) {
     }
     for (int f = 0; f < FILE_COUNT; f++)
         npy_free(&r->file[f]);
-    cl_mem bufs[] = {r->x_buf, r->y_buf, r->dy_buf, r->dx_buf};
+    cl_mem bufs[] = {r->x_buf,  r->y_buf,          r->dy_buf,
+                     r->dx_buf, r->saved_mean_buf, r->saved_invstd_buf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i])
             clReleaseMemObject(bufs[i]);

@@ -92,6 +92,13 @@ cp state.bin state.orig
 state_sum=$(sha256sum <state.bin)
 "$CLBN" run infer --x x.npy --state nosaved.bin --out base2 || fail "baseline infer (new state)"
 cp nosaved.bin nosaved.orig
+"$CLBN" run backward --x x.npy --dy dy.npy --state bwmade.bin --out base3 ||
+    fail "baseline backward (new state)"
+"$CLBN" run infer --x x.npy --no-track --state untracked.bin --out base4 ||
+    fail "baseline infer --no-track (new state)"
+cp nosaved.bin nosaved.orig
+cp bwmade.bin bwmade.orig
+cp untracked.bin untracked.orig
 cp state.bin corrupt.bin
 printf '\x55' | dd of=corrupt.bin bs=1 seek=40 conv=notrunc status=none
 cp corrupt.bin corrupt.orig
@@ -131,7 +138,9 @@ expect_bad() {
             fail "$name: changed state.bin"
             cp state.orig state.bin
         }
-        cmp -s nosaved.bin nosaved.orig || fail "$name: changed nosaved.bin"
+        for f in nosaved bwmade untracked; do
+            cmp -s $f.bin $f.orig || fail "$name: changed $f.bin"
+        done
         cmp -s corrupt.bin corrupt.orig || fail "$name: changed corrupt.bin"
         cmp -s truncated.bin truncated.orig || fail "$name: changed truncated.bin"
         [ -e new_state.bin ] && fail "$name: created the new --state file"
@@ -217,6 +226,8 @@ expect_bad "--device that matches nothing" train --x x.npy --device no-such-devi
 expect_bad "corrupt state" train --x x.npy --state corrupt.bin
 expect_bad "truncated state" train --x x.npy --state truncated.bin
 expect_bad "backward from a state without saved statistics" backward --x x.npy --dy dy.npy --state nosaved.bin
+expect_bad "backward from a state made by backward" backward --x x.npy --dy dy.npy --state bwmade.bin
+expect_bad "backward from an untracked state made by infer" backward --x x.npy --dy dy.npy --state untracked.bin
 expect_bad "state path in a missing directory" train --x x.npy --state no/such/dir/s.bin
 
 # Without --out, and with --out naming a file.

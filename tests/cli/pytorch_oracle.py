@@ -244,6 +244,19 @@ def single_op_cases(layout, shape, seed):
                 # the values given.
                 ref["running_mean"], ref["running_var"] = d.rmean, d.rvar
                 compare(what, got, ref, grads + ["running_mean", "running_var"])
+            # The same through a new --state: made from the command line, saved with its
+            # running statistics untouched by the backward.
+            what = f"{a_tag} backward into a new state"
+            state = os.path.join(WORK, f"new-state-{seed}-{int(affine)}.bin")
+            got = clbn(what, "backward", layout, {"x": x, "dy": dy, **vec, **run_stats}, aflags,
+                       state=state)
+            ref = torch_run(module(), x, dy=dy)
+            ref["running_mean"], ref["running_var"] = d.rmean, d.rvar
+            compare(what, got, ref, grads + ["running_mean", "running_var"])
+            what = f"{a_tag} infer from the state made by backward"
+            got = clbn(what, "infer", layout, {"x": x}, state=state)
+            compare(what, got, torch_run(module(), x, train=False),
+                    ["y", "running_mean", "running_var"])
             what = f"{a_tag} backward act=relu with --y"
             fwd = clbn(what + " (forward)", "train", layout, {"x": x, **vec}, aflags +
                        ["--activation", "relu"])
