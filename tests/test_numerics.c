@@ -4,7 +4,7 @@
  *
  * Tolerances (|got - ref| <= atol + rtol*|ref|):
  *   batch variance (1/invstd² − eps) at mean 10000   rtol 1e-5 (the contract's bound)
- *   saved mean at mean 10000                       rtol 1e-7 (2 fp32 ulps: its own rounding)
+ *   saved mean at mean 10000                       rtol 1e-7 (one fp32 ulp; rounding is half)
  *   y given the saved statistics                   atol 1e-6, rtol 1e-5 (subtracting first keeps
  *                                                  x − mean exact; the folded a·x + b would be
  *                                                  off by ~7e-4 here)
