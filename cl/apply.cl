@@ -1,17 +1,21 @@
 /* apply.cl - the elementwise normalization y = act(gamma * (x - mean) * invstd + beta), with the
- * statistics either saved by a training forward (mean, invstd) or running (mean, var). */
+ * statistics either saved by a training forward (mean, invstd) or running (mean, var). With
+ * use_pair the mean is subtracted as the pair (pivot, mean_s) the statistics kernels left in
+ * shift (see clbn_finish_channel). */
 
 /* NCHW: range dim0 = items sharing one row of HW values, dim1 = N*C rows. */
 __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global float *y, ulong y_off,
                               ulong N, ulong C, ulong HW, int blocked, __global const float *mean,
-                              ulong mean_off, __global const float *stat, ulong stat_off,
+                              ulong mean_off, __global const float *shift, int use_pair,
+                              __global const float *stat, ulong stat_off,
                               int stat_is_var, float eps, __global const float *gamma,
                               __global const float *beta, int use_scale, int use_shift, int act) {
     const ulong rr = get_global_id(1);
     if (rr >= N * C)
         return;
     const ulong n = rr / C, c = rr - n * C; /* once per item, not per element */
-    const float mu = mean[mean_off + c];
+    const float hi = use_pair ? shift[2 * c] : mean[mean_off + c];
+    const float lo = use_pair ? shift[2 * c + 1] : 0.0f;
     const float a = (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
     const float b = use_shift ? beta[c] : 0.0f;
     const ulong row = n * C * HW + c * HW;
@@ -20,21 +24,27 @@ __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global flo
                     &step);
     for (ulong v = start; v < stop; v += step) {
         const ulong o = row + v * CLBN_VEC;
-        VSTORE(clbn_activate((VLOAD(x + x_off + o) - mu) * a + b, act), y + y_off + o);
+        VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
     }
 }
 
 /* NHWC / NC: range dim0 = channel vectors, dim1 = items sharing the R = N*H*W rows. */
 __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global float *y, ulong y_off,
                               ulong R, ulong C, int blocked, __global const float *mean,
-                              ulong mean_off, __global const float *stat, ulong stat_off,
+                              ulong mean_off, __global const float *shift, int use_pair,
+                              __global const float *stat, ulong stat_off,
                               int stat_is_var, float eps, __global const float *gamma,
                               __global const float *beta, int use_scale, int use_shift, int act) {
     const ulong ci = get_global_id(0);
     if (ci >= C / CLBN_VEC)
         return;
     const ulong c0 = ci * CLBN_VEC;
-    vfloat mu = VLOAD(mean + mean_off + c0);
+    float th[CLBN_VEC], tl[CLBN_VEC];
+    for (int j = 0; j < CLBN_VEC; j++) {
+        th[j] = use_pair ? shift[2 * (c0 + j)] : mean[mean_off + c0 + j];
+        tl[j] = use_pair ? shift[2 * (c0 + j) + 1] : 0.0f;
+    }
+    const vfloat hi = VLOAD(th), lo = VLOAD(tl);
     vfloat s = VLOAD(stat + stat_off + c0);
     vfloat inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
     vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
@@ -43,6 +53,6 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
     for (ulong r = start; r < stop; r += step) {
         const ulong o = r * C + c0;
-        VSTORE(clbn_activate((VLOAD(x + x_off + o) - mu) * a + b, act), y + y_off + o);
+        VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
     }
 }

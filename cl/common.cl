@@ -230,15 +230,29 @@ inline float clbn_invstd_of(float s, int s_is_var, float eps) {
     return s_is_var ? 1.0f / sqrt(s + eps) : s;
 }
 
-/* Writes the finished statistics of channel c: saved mean and invstd, and the running
- * averages (read from rm_in/rv_in, written to rm_out/rv_out, so a failed call leaves the
- * state's current buffers untouched). mean_s and M2 are of x - pivot. */
-inline void clbn_finish_channel(ulong c, ulong n, float pivot, float mean_s, float M2, float eps,
-                                __global float *saved_mean, ulong saved_mean_off,
-                                __global float *saved_invstd, ulong saved_invstd_off, int track,
-                                float factor, __global const float *rm_in,
-                                __global const float *rv_in, __global float *rm_out,
-                                __global float *rv_out, float *mean_out, float *invstd_out) {
+/* The channel's mean as a pair (hi, lo) that y subtracts one after the other: (x - hi) - lo.
+ * When the mean is large next to its distance from the pivot (a value of the channel), the
+ * pair is (pivot, mean - pivot): x - pivot is exact or nearly, and the small remainder keeps
+ * its precision, so y stays at fp32 rounding of x - mean where a float mean of 10000 alone is
+ * off by 5e-4. Otherwise (mean, 0), one rounding fewer. Every caller gets the same answer
+ * from the same two floats. */
+inline void clbn_mean_pair(float pivot, float mean_s, float *hi, float *lo) {
+    float mean = pivot + mean_s;
+    int pair = fabs(mean_s) < fabs(mean);
+    *hi = pair ? pivot : mean;
+    *lo = pair ? mean_s : 0.0f;
+}
+
+/* Writes the finished statistics of channel c: saved mean and invstd, the running averages
+ * (read from rm_in/rv_in, written to rm_out/rv_out, so a failed call leaves the state's current
+ * buffers untouched), and the mean pair in shift[2c], shift[2c+1] for the normalization.
+ * mean_s and M2 are of x - pivot. Returns invstd. */
+inline float clbn_finish_channel(ulong c, ulong n, float pivot, float mean_s, float M2, float eps,
+                                 __global float *saved_mean, ulong saved_mean_off,
+                                 __global float *saved_invstd, ulong saved_invstd_off, int track,
+                                 float factor, __global const float *rm_in,
+                                 __global const float *rv_in, __global float *rm_out,
+                                 __global float *rv_out, __global float *shift) {
     float mean = pivot + mean_s;
     float var = M2 / (float)n;
     if (var < 0.0f)
@@ -246,11 +260,14 @@ inline void clbn_finish_channel(ulong c, ulong n, float pivot, float mean_s, flo
     float invstd = 1.0f / sqrt(var + eps);
     saved_mean[saved_mean_off + c] = mean;
     saved_invstd[saved_invstd_off + c] = invstd;
+    float hi, lo;
+    clbn_mean_pair(pivot, mean_s, &hi, &lo);
+    shift[2 * c] = hi;
+    shift[2 * c + 1] = lo;
     if (track) {
         float unbiased = n > 1 ? M2 / (float)(n - 1) : 0.0f;
         rm_out[c] = (1.0f - factor) * rm_in[c] + factor * mean;
         rv_out[c] = (1.0f - factor) * rv_in[c] + factor * unbiased;
     }
-    *mean_out = mean;
-    *invstd_out = invstd;
+    return invstd;
 }

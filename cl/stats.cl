@@ -7,7 +7,8 @@
 #define CLBN_FINISH_ARGS                                                                           \
     float eps, __global float *saved_mean, ulong saved_mean_off, __global float *saved_invstd,     \
         ulong saved_invstd_off, int track, float factor, __global const float *rm_in,              \
-        __global const float *rv_in, __global float *rm_out, __global float *rv_out
+        __global const float *rv_in, __global float *rm_out, __global float *rv_out,             \
+        __global float *shift
 
 /* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = split groups of local
  * size wg, dim1 = C (one group row per channel). Requires HW % CLBN_VEC == 0. */
@@ -45,14 +46,14 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     lM[lid] = M;
     clbn_tree_moments(ln, lm, lM, 0, 1, 1, lid, wg);
 
+    /* The coefficient goes to the extra slot after the tree's: the tree's results stay as
+     * they are, so this step is idempotent. */
     if (lid == 0) {
         if (final_step) {
-            float mean, invstd;
-            clbn_finish_channel(c, ln[0], pivot, lm[0], lM[0], eps, saved_mean, saved_mean_off,
-                                saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in,
-                                rm_out, rv_out, &mean, &invstd);
-            lm[0] = mean;
-            lM[0] = (use_scale ? gamma[c] : 1.0f) * invstd;
+            float invstd = clbn_finish_channel(c, ln[0], pivot, lm[0], lM[0], eps, saved_mean,
+                                               saved_mean_off, saved_invstd, saved_invstd_off,
+                                               track, factor, rm_in, rv_in, rm_out, rv_out, shift);
+            lM[wg] = (use_scale ? gamma[c] : 1.0f) * invstd;
         } else {
             pn[c * split + g] = ln[0];
             pm[c * split + g] = lm[0];
@@ -65,14 +66,15 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     if (!apply)
         return;
     /* Single-read path: the slice this group just reduced is still in cache. */
-    const float mean = lm[0], a = lM[0];
-    const float b = use_shift ? beta[c] : 0.0f;
+    float hi, lo;
+    clbn_mean_pair(pivot, lm[0], &hi, &lo);
+    const float a = lM[wg], b = use_shift ? beta[c] : 0.0f;
     const ulong ybase = y_off + c * HW;
     clbn_cursor_init(&k, start, stop, step, HWv);
     for (; k.q < k.end; clbn_cursor_next(&k)) {
         ulong o = k.row * CHW + k.col * CLBN_VEC;
         vfloat v = VLOAD(x + xbase + o);
-        VSTORE(clbn_activate((v - mean) * a + b, act), y + ybase + o);
+        VSTORE(clbn_activate(((v - hi) - lo) * a + b, act), y + ybase + o);
     }
 }
 
@@ -113,17 +115,17 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     }
     clbn_tree_moments(ln, lm, lM, l0 * CLBN_VEC, cw * CLBN_VEC, CLBN_VEC, l1, rw);
 
+    const uint out = cw * rw * CLBN_VEC; /* extra slots after the tree's, for coefficients */
     if (l1 == 0 && active) {
         for (int j = 0; j < CLBN_VEC; j++) {
             const uint s = l0 * CLBN_VEC + j;
             const ulong c = c0 + j;
             if (final_step) {
-                float mean, invstd;
-                clbn_finish_channel(c, ln[s], clbn_lane(pivot, j), lm[s], lM[s], eps, saved_mean,
-                                    saved_mean_off, saved_invstd, saved_invstd_off, track, factor,
-                                    rm_in, rv_in, rm_out, rv_out, &mean, &invstd);
-                lm[s] = mean;
-                lM[s] = (use_scale ? gamma[c] : 1.0f) * invstd;
+                float invstd = clbn_finish_channel(
+                    c, ln[s], clbn_lane(pivot, j), lm[s], lM[s], eps, saved_mean, saved_mean_off,
+                    saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out,
+                    shift);
+                lM[out + s] = (use_scale ? gamma[c] : 1.0f) * invstd;
             } else {
                 pn[c * split + g] = ln[s];
                 pm[c * split + g] = lm[s];
@@ -134,11 +136,14 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     barrier(CLK_LOCAL_MEM_FENCE);
     if (!apply || !active)
         return;
-    const vfloat mean = VLOAD(lm + l0 * CLBN_VEC), a = VLOAD(lM + l0 * CLBN_VEC);
+    float th[CLBN_VEC], tl[CLBN_VEC];
+    for (int j = 0; j < CLBN_VEC; j++)
+        clbn_mean_pair(clbn_lane(pivot, j), lm[l0 * CLBN_VEC + j], &th[j], &tl[j]);
+    const vfloat hi = VLOAD(th), lo = VLOAD(tl), a = VLOAD(lM + out + l0 * CLBN_VEC);
     const vfloat b = use_shift ? VLOAD(beta + c0) : (vfloat)(0.0f);
     for (ulong r = start; r < stop; r += step) {
         vfloat v = VLOAD(x + x_off + r * C + c0);
-        VSTORE(clbn_activate((v - mean) * a + b, act), y + y_off + r * C + c0);
+        VSTORE(clbn_activate(((v - hi) - lo) * a + b, act), y + y_off + r * C + c0);
     }
 }
 
@@ -155,8 +160,7 @@ __kernel void clbn_stats_merge(ulong C, ulong split, __global const ulong *pn,
     float m = 0.0f, M = 0.0f;
     for (ulong g = 0; g < split; g++)
         clbn_chan_merge(&n, &m, &M, pn[c * split + g], pm[c * split + g], pM[c * split + g]);
-    float mean, invstd;
     clbn_finish_channel(c, n, x[x_off + c * pivot_stride], m, M, eps, saved_mean, saved_mean_off,
                         saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out,
-                        rv_out, &mean, &invstd);
+                        rv_out, shift);
 }

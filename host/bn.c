@@ -62,7 +62,7 @@ void clbn_bn_release(clbn_bn *bn) {
             if (bn->kernels[v][k])
                 clReleaseKernel(bn->kernels[v][k]);
     cl_mem *all[] = {&bn->run_alt[0], &bn->run_alt[1], &bn->tmp_stats[0], &bn->tmp_stats[1],
-                     &bn->scratch_n,  &bn->scratch_a,  &bn->scratch_b};
+                     &bn->shift,      &bn->scratch_n,  &bn->scratch_a,    &bn->scratch_b};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (*all[i])
             clReleaseMemObject(*all[i]);
@@ -101,6 +101,8 @@ clbn_status clbn_bn_create(clbn_context *ctx, const clbn_bn_options *options, cl
     bufs[nb++] = &bn->tmp_stats[1];
     for (size_t i = 0; i < nb && err == CL_SUCCESS; i++)
         *bufs[i] = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err == CL_SUCCESS)
+        bn->shift = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, 2 * bytes, NULL, &err);
     if (err != CL_SUCCESS) {
         clbn_bn_release(bn);
         return clbn_fail((clbn_status)err, "allocating the state's vectors (%zu bytes each) failed",

@@ -17,6 +17,7 @@ typedef struct plan {
     uint64_t N, C, HW, R, m;
     uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
     size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */
+    size_t r_extra;                          /* local slots after the tree's (coefficients) */
     size_t e_local[2], e_global[2];          /* elementwise range */
     int reduce, fused;
     uint64_t scratch_n, scratch_a, scratch_b; /* elements */
@@ -84,6 +85,7 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
         p->r_global[0] = wg * p->split;
         p->r_global[1] = p->C;
         p->r_lanes = wg;
+        p->r_extra = 1;
         groups_per_split = p->C;
         slice_bytes = p->m * 4;
     } else {
@@ -105,6 +107,7 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
         p->r_global[0] = cb * cw;
         p->r_global[1] = rw * p->split;
         p->r_lanes = cw * rw * W;
+        p->r_extra = cw * W;
         groups_per_split = cb;
         slice_bytes = p->R * cw * W * 4;
     }
@@ -400,6 +403,7 @@ static int flag(const clbn_bn *bn, uint32_t f) {
 typedef struct stats_src {
     cl_mem mean;
     uint64_t mean_off;
+    int use_pair; /* subtract the mean as (pivot, mean_s) from bn->shift (apply only) */
     cl_mem stat;
     uint64_t stat_off;
     int stat_is_var;
@@ -427,6 +431,8 @@ static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
     a_int(&a, p->blocked);
     a_mem(&a, s->mean);
     a_u64(&a, s->mean_off);
+    a_mem(&a, bn->shift);
+    a_int(&a, s->use_pair);
     a_mem(&a, s->stat);
     a_u64(&a, s->stat_off);
     a_int(&a, s->stat_is_var);
@@ -453,6 +459,7 @@ static void finish_args(clbn_bn *bn, args *a, cl_mem sm, uint64_t smo, cl_mem si
     a_mem(a, bn->vec[CLBN_VECTOR_RUNNING_VAR]);
     a_mem(a, bn->run_alt[CLBN_RUN_ALT_MEAN]);
     a_mem(a, bn->run_alt[CLBN_RUN_ALT_VAR]);
+    a_mem(a, bn->shift);
 }
 
 /* Batch statistics into (sm, si), running averages into run_alt when track, then y. */
@@ -477,8 +484,8 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     a_u64(&a, p->chunk);
     a_int(&a, p->blocked);
     a_local(&a, p->r_lanes * sizeof(cl_ulong));
-    a_local(&a, p->r_lanes * sizeof(cl_float));
-    a_local(&a, p->r_lanes * sizeof(cl_float));
+    a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
+    a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
     a_int(&a, final_step);
     a_mem(&a, bn->scratch_n);
     a_mem(&a, bn->scratch_a);
@@ -514,7 +521,7 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
         if (st != CLBN_SUCCESS)
             return st;
     }
-    stats_src s = {sm, smo, si, sio, 0};
+    stats_src s = {sm, smo, 1, si, sio, 0};
     return launch_apply(bn, p, ch, x, xo, y, yo, &s);
 }
 
@@ -710,8 +717,8 @@ static clbn_status forward_running(clbn_bn *bn, clbn_op op, const clbn_shape *sh
         st = launch_forward_batch(bn, &c.p, &c.ch, x, xo, y, yo, bn->tmp_stats[0], 0,
                                   bn->tmp_stats[1], 0, 0, 0.0f);
     else {
-        stats_src s = {bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, bn->vec[CLBN_VECTOR_RUNNING_VAR], 0,
-                       1};
+        stats_src s = {bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, 0, bn->vec[CLBN_VECTOR_RUNNING_VAR],
+                       0, 1};
         st = launch_apply(bn, &c.p, &c.ch, x, xo, y, yo, &s);
     }
     if (st != CLBN_SUCCESS)
@@ -775,13 +782,13 @@ static clbn_status backward_common(clbn_bn *bn, clbn_op op, const clbn_shape *sh
     const int frozen = op == CLBN_OP_BACKWARD_FROZEN;
     stats_src s;
     if (frozen) {
-        s = (stats_src){bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, bn->vec[CLBN_VECTOR_RUNNING_VAR], 0,
-                        1};
+        s = (stats_src){bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, 0,
+                        bn->vec[CLBN_VECTOR_RUNNING_VAR],  0, 1};
     } else if (saved) {
-        s = (stats_src){saved->mean, saved->mean_offset, saved->invstd, saved->invstd_offset, 0};
+        s = (stats_src){saved->mean, saved->mean_offset, 0, saved->invstd, saved->invstd_offset, 0};
     } else {
-        s = (stats_src){bn->vec[CLBN_VECTOR_SAVED_MEAN], 0, bn->vec[CLBN_VECTOR_SAVED_INVSTD], 0,
-                        0};
+        s = (stats_src){bn->vec[CLBN_VECTOR_SAVED_MEAN],   0, 0,
+                        bn->vec[CLBN_VECTOR_SAVED_INVSTD], 0, 0};
     }
     st = launch_backward(bn, &c.p, &c.ch, x, xo, need_y ? y : x, need_y ? yo : xo, dy, dyo, dx, dxo,
                          &s, frozen);

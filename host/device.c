@@ -3,14 +3,25 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A device string, truncated to cap if longer (clGetDeviceInfo itself refuses a short buffer,
+ * and PoCL's CL_DEVICE_VERSION is longer than 64 bytes). */
 static void get_string(cl_device_id d, cl_device_info what, char *out, size_t cap) {
     out[0] = '\0';
-    if (clGetDeviceInfo(d, what, cap, out, NULL) != CL_SUCCESS)
-        out[0] = '\0';
-    out[cap - 1] = '\0';
+    size_t need = 0;
+    if (clGetDeviceInfo(d, what, 0, NULL, &need) != CL_SUCCESS || need == 0)
+        return;
+    char *full = malloc(need + 1);
+    if (!full)
+        return;
+    if (clGetDeviceInfo(d, what, need, full, NULL) == CL_SUCCESS) {
+        full[need] = '\0';
+        snprintf(out, cap, "%s", full);
+    }
+    free(full);
 }
 
 clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,

@@ -89,6 +89,7 @@ struct clbn_bn_s {
     cl_mem vec[CLBN_VECTOR_COUNT];
     cl_mem run_alt[2];   /* where a training forward writes the new running mean/var */
     cl_mem tmp_stats[2]; /* batch mean/invstd of an untracked inference forward */
+    cl_mem shift;        /* 2C floats: each channel's mean as (pivot, mean - pivot) */
     uint64_t t;
     /* Scratch for split reductions and backward sums: counts (ulong), a and b (float). */
     cl_mem scratch_n, scratch_a, scratch_b;
