@@ -717,8 +717,8 @@ static clbn_status forward_running(clbn_bn *bn, clbn_op op, const clbn_shape *sh
         st = launch_forward_batch(bn, &c.p, &c.ch, x, xo, y, yo, bn->tmp_stats[0], 0,
                                   bn->tmp_stats[1], 0, 0, 0.0f);
     else {
-        stats_src s = {bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, 0, bn->vec[CLBN_VECTOR_RUNNING_VAR],
-                       0, 1};
+        stats_src s = {bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0, 0,
+                       bn->vec[CLBN_VECTOR_RUNNING_VAR],  0, 1};
         st = launch_apply(bn, &c.p, &c.ch, x, xo, y, yo, &s);
     }
     if (st != CLBN_SUCCESS)
