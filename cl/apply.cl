@@ -28,31 +28,40 @@ __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global flo
     }
 }
 
-/* NHWC / NC: range dim0 = channel vectors, dim1 = items sharing the R = N*H*W rows. */
+/* NHWC / NC: range dim0 = items of cpi channel vectors, dim1 = items sharing the R = N*H*W
+ * rows. */
 __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global float *y, ulong y_off,
-                              ulong R, ulong C, int blocked, __global const float *mean,
+                              ulong R, ulong C, int blocked, uint cpi, __global const float *mean,
                               ulong mean_off, __global const float *shift, int use_pair,
-                              __global const float *stat, ulong stat_off,
-                              int stat_is_var, float eps, __global const float *gamma,
-                              __global const float *beta, int use_scale, int use_shift, int act) {
-    const ulong ci = get_global_id(0);
-    if (ci >= C / CLBN_VEC)
+                              __global const float *stat, ulong stat_off, int stat_is_var,
+                              float eps, __global const float *gamma, __global const float *beta,
+                              int use_scale, int use_shift, int act) {
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
+    if (ci0 >= cv)
         return;
-    const ulong c0 = ci * CLBN_VEC;
-    float th[CLBN_VEC], tl[CLBN_VEC];
-    for (int j = 0; j < CLBN_VEC; j++) {
-        th[j] = use_pair ? shift[2 * (c0 + j)] : mean[mean_off + c0 + j];
-        tl[j] = use_pair ? shift[2 * (c0 + j) + 1] : 0.0f;
+    const uint nk = (uint)min((ulong)cpi, cv - ci0);
+    vfloat hi[CLBN_CPI_MAX], lo[CLBN_CPI_MAX], a[CLBN_CPI_MAX], b[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        const ulong c0 = (ci0 + k) * CLBN_VEC;
+        float th[CLBN_VEC], tl[CLBN_VEC];
+        for (int j = 0; j < CLBN_VEC; j++) {
+            th[j] = use_pair ? shift[2 * (c0 + j)] : mean[mean_off + c0 + j];
+            tl[j] = use_pair ? shift[2 * (c0 + j) + 1] : 0.0f;
+        }
+        hi[k] = VLOAD(th);
+        lo[k] = VLOAD(tl);
+        vfloat s = VLOAD(stat + stat_off + c0);
+        vfloat inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
+        a[k] = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
+        b[k] = use_shift ? VLOAD(beta + c0) : (vfloat)(0.0f);
     }
-    const vfloat hi = VLOAD(th), lo = VLOAD(tl);
-    vfloat s = VLOAD(stat + stat_off + c0);
-    vfloat inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
-    vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
-    vfloat b = use_shift ? VLOAD(beta + c0) : (vfloat)(0.0f);
+    const __global float *xc = x + x_off + ci0 * CLBN_VEC;
+    __global float *yc = y + y_off + ci0 * CLBN_VEC;
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
-    for (ulong r = start; r < stop; r += step) {
-        const ulong o = r * C + c0;
-        VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
-    }
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++) {
+            const ulong o = r * C + k * CLBN_VEC;
+            VSTORE(clbn_activate(((VLOAD(xc + o) - hi[k]) - lo[k]) * a[k] + b[k], act), yc + o);
+        }
 }

@@ -87,71 +87,86 @@ __kernel void clbn_bwd_reduce_nchw(__global const float *x, ulong x_off, __globa
     }
 }
 
-/* NHWC / NC reduction; same range and split as clbn_stats_nhwc. */
+/* NHWC / NC reduction; same range, split and cpi as clbn_stats_nhwc. */
 __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __global const float *y,
                                    ulong y_off, __global const float *dy, ulong dy_off, ulong R,
-                                   ulong C, ulong chunk, int blocked, __local float *la,
+                                   ulong C, ulong chunk, int blocked, uint cpi, __local float *la,
                                    __local float *lb, int final_step, __global float *part,
                                    __global float *sums, CLBN_GRAD_ARGS, int apply,
                                    __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
     const uint l0 = get_local_id(0), cw = get_local_size(0);
     const uint l1 = get_local_id(1), rw = get_local_size(1);
     const ulong g = get_group_id(1), split = get_num_groups(1);
-    const ulong ci = get_global_id(0);
-    const int active = ci < C / CLBN_VEC;
-    const ulong c0 = ci * CLBN_VEC;
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
+    const uint nk = ci0 < cv ? (uint)min((ulong)cpi, cv - ci0) : 0;
+    const uint lanes = cpi * CLBN_VEC;
     const ulong begin = min(g * chunk, R), end = min(begin + chunk, R);
     const int need_y = act != CLBN_ACT_NONE;
+    const ulong cbase = ci0 * CLBN_VEC;
 
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
-    vfloat sa = (vfloat)(0.0f), sb = (vfloat)(0.0f);
-    vfloat mu = (vfloat)(0.0f), inv = (vfloat)(0.0f);
-    if (active) {
-        mu = VLOAD(mean + mean_off + c0);
+    vfloat sa[CLBN_CPI_MAX], sb[CLBN_CPI_MAX], mu[CLBN_CPI_MAX], inv[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        const ulong c0 = cbase + k * CLBN_VEC;
+        sa[k] = (vfloat)(0.0f);
+        sb[k] = (vfloat)(0.0f);
+        mu[k] = VLOAD(mean + mean_off + c0);
         vfloat s = VLOAD(stat + stat_off + c0);
-        inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
-        for (ulong r = start; r < stop; r += step) {
-            const ulong o = r * C + c0;
+        inv[k] = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
+    }
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++) {
+            const ulong o = r * C + cbase + k * CLBN_VEC;
             vfloat dz = VLOAD(dy + dy_off + o);
             if (need_y)
                 dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
-            sa += dz;
-            sb += dz * ((VLOAD(x + x_off + o) - mu) * inv);
+            sa[k] += dz;
+            sb[k] += dz * ((VLOAD(x + x_off + o) - mu[k]) * inv[k]);
         }
+    const uint slot = (l1 * cw + l0) * lanes;
+    for (uint k = 0; k < cpi; k++) {
+        VSTORE(k < nk ? sa[k] : (vfloat)(0.0f), la + slot + k * CLBN_VEC);
+        VSTORE(k < nk ? sb[k] : (vfloat)(0.0f), lb + slot + k * CLBN_VEC);
     }
-    const uint slot = (l1 * cw + l0) * CLBN_VEC;
-    VSTORE(sa, la + slot);
-    VSTORE(sb, lb + slot);
-    clbn_tree_sums(la, lb, l0 * CLBN_VEC, cw * CLBN_VEC, CLBN_VEC, l1, rw);
+    clbn_tree_sums(la, lb, l0 * lanes, cw * lanes, lanes, l1, rw);
 
-    if (l1 == 0 && active) {
-        for (int j = 0; j < CLBN_VEC; j++) {
-            const uint s = l0 * CLBN_VEC + j;
-            const ulong c = c0 + j;
-            if (final_step) {
-                sums[2 * c] = la[s];
-                sums[2 * c + 1] = lb[s];
-                if (apply)
-                    clbn_write_grads(c, la[s], lb[s], accumulate, dgamma, dbeta);
-            } else {
-                part[2 * (c * split + g)] = la[s];
-                part[2 * (c * split + g) + 1] = lb[s];
+    if (l1 == 0) {
+        for (uint k = 0; k < nk; k++) {
+            for (int j = 0; j < CLBN_VEC; j++) {
+                const uint s = l0 * lanes + k * CLBN_VEC + j;
+                const ulong c = cbase + k * CLBN_VEC + j;
+                if (final_step) {
+                    sums[2 * c] = la[s];
+                    sums[2 * c + 1] = lb[s];
+                    if (apply)
+                        clbn_write_grads(c, la[s], lb[s], accumulate, dgamma, dbeta);
+                } else {
+                    part[2 * (c * split + g)] = la[s];
+                    part[2 * (c * split + g) + 1] = lb[s];
+                }
             }
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (!apply || !active)
+    if (!apply || nk == 0)
         return;
-    const vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
-    const vfloat k1 = VLOAD(la + l0 * CLBN_VEC) * inv_m, k2 = VLOAD(lb + l0 * CLBN_VEC) * inv_m;
-    for (ulong r = start; r < stop; r += step) {
-        const ulong o = r * C + c0;
-        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
-                          frozen, act),
-               dx + dx_off + o);
+    vfloat a[CLBN_CPI_MAX], k1[CLBN_CPI_MAX], k2[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        const ulong c0 = cbase + k * CLBN_VEC;
+        const uint s = l0 * lanes + k * CLBN_VEC;
+        a[k] = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv[k];
+        k1[k] = VLOAD(la + s) * inv_m;
+        k2[k] = VLOAD(lb + s) * inv_m;
     }
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++) {
+            const ulong o = r * C + cbase + k * CLBN_VEC;
+            vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
+                              a[k], k1[k], k2[k], frozen, act),
+                   dx + dx_off + o);
+        }
 }
 
 /* Sums the split partials of each channel in group order. One item per channel. */
@@ -203,33 +218,40 @@ __kernel void clbn_dx_nchw(__global const float *x, ulong x_off, __global const 
 /* dx for NHWC / NC, with the range of clbn_apply_nhwc. */
 __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const float *y,
                            ulong y_off, __global const float *dy, ulong dy_off, __global float *dx,
-                           ulong dx_off, ulong R, ulong C, int blocked, __global const float *sums,
-                           CLBN_GRAD_ARGS, CLBN_DX_ARGS) {
-    const ulong ci = get_global_id(0);
-    if (ci >= C / CLBN_VEC)
+                           ulong dx_off, ulong R, ulong C, int blocked, uint cpi,
+                           __global const float *sums, CLBN_GRAD_ARGS, CLBN_DX_ARGS) {
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
+    if (ci0 >= cv)
         return;
-    const ulong c0 = ci * CLBN_VEC;
-    const vfloat mu = VLOAD(mean + mean_off + c0);
-    const vfloat s = VLOAD(stat + stat_off + c0);
-    const vfloat inv = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
-    const vfloat a = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv;
-    float t0[CLBN_VEC], t1[CLBN_VEC];
-    for (int j = 0; j < CLBN_VEC; j++) {
-        t0[j] = sums[2 * (c0 + j)];
-        t1[j] = sums[2 * (c0 + j) + 1];
-        if (get_global_id(1) == 0)
-            clbn_write_grads(c0 + j, t0[j], t1[j], accumulate, dgamma, dbeta);
+    const uint nk = (uint)min((ulong)cpi, cv - ci0);
+    const ulong cbase = ci0 * CLBN_VEC;
+    vfloat mu[CLBN_CPI_MAX], inv[CLBN_CPI_MAX], a[CLBN_CPI_MAX], k1[CLBN_CPI_MAX],
+        k2[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        const ulong c0 = cbase + k * CLBN_VEC;
+        mu[k] = VLOAD(mean + mean_off + c0);
+        vfloat s = VLOAD(stat + stat_off + c0);
+        inv[k] = stat_is_var ? (vfloat)(1.0f) / sqrt(s + eps) : s;
+        a[k] = (use_scale ? VLOAD(gamma + c0) : (vfloat)(1.0f)) * inv[k];
+        float t0[CLBN_VEC], t1[CLBN_VEC];
+        for (int j = 0; j < CLBN_VEC; j++) {
+            t0[j] = sums[2 * (c0 + j)];
+            t1[j] = sums[2 * (c0 + j) + 1];
+            if (get_global_id(1) == 0)
+                clbn_write_grads(c0 + j, t0[j], t1[j], accumulate, dgamma, dbeta);
+        }
+        k1[k] = VLOAD(t0) * inv_m;
+        k2[k] = VLOAD(t1) * inv_m;
     }
-    const vfloat sdz = VLOAD(t0), sdzx = VLOAD(t1);
-    const vfloat k1 = sdz * inv_m, k2 = sdzx * inv_m;
     const int need_y = act != CLBN_ACT_NONE;
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
-    for (ulong r = start; r < stop; r += step) {
-        const ulong o = r * C + c0;
-        vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
-                          frozen, act),
-               dx + dx_off + o);
-    }
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++) {
+            const ulong o = r * C + cbase + k * CLBN_VEC;
+            vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
+                              a[k], k1[k], k2[k], frozen, act),
+                   dx + dx_off + o);
+        }
 }

@@ -12,6 +12,10 @@
 #define CLBN_RUN 128
 #endif
 
+/* NHWC: most channel vectors one work-item handles (cpi, a run-time argument up to this). A
+ * CPU item takes whole rows, so it streams memory; a GPU item takes one (cpi = 1). */
+#define CLBN_CPI_MAX 8
+
 #define CLBN_CAT_(a, b) a##b
 #define CLBN_CAT(a, b) CLBN_CAT_(a, b)
 

@@ -78,73 +78,89 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     }
 }
 
-/* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = channel vectors
- * (CLBN_VEC channels per item, local size cw), dim1 = split groups of rows (local size rw).
- * Requires C % CLBN_VEC == 0. Local arrays hold CLBN_VEC lanes per item. */
+/* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = items of cpi channel
+ * vectors (CLBN_VEC channels each; local size cw), dim1 = split groups of rows (local size rw).
+ * Requires C % CLBN_VEC == 0. Local arrays hold cpi * CLBN_VEC lanes per item. */
 __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
-                              ulong chunk, int blocked, __local ulong *ln, __local float *lm,
-                              __local float *lM, int final_step, __global ulong *pn,
-                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS,
-                              int apply, __global float *y, ulong y_off,
+                              ulong chunk, int blocked, uint cpi, __local ulong *ln,
+                              __local float *lm, __local float *lM, int final_step,
+                              __global ulong *pn, __global float *pm, __global float *pM,
+                              CLBN_FINISH_ARGS, int apply, __global float *y, ulong y_off,
                               __global const float *gamma, __global const float *beta,
                               int use_scale, int use_shift, int act) {
     const uint l0 = get_local_id(0), cw = get_local_size(0);
     const uint l1 = get_local_id(1), rw = get_local_size(1);
     const ulong g = get_group_id(1), split = get_num_groups(1);
-    const ulong cv = C / CLBN_VEC, ci = get_global_id(0);
-    const int active = ci < cv;
-    const ulong c0 = ci * CLBN_VEC;
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
+    const uint nk = ci0 < cv ? (uint)min((ulong)cpi, cv - ci0) : 0;
+    const uint lanes = cpi * CLBN_VEC;
     const ulong begin = min(g * chunk, R), end = min(begin + chunk, R);
+    const __global float *xc = x + x_off + ci0 * CLBN_VEC;
 
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
-    clbn_welford w;
-    clbn_welford_init(&w);
-    vfloat pivot = (vfloat)(0.0f);
-    if (active) {
-        pivot = VLOAD(x + x_off + c0);
-        for (ulong r = start; r < stop; r += step)
-            clbn_welford_add(&w, VLOAD(x + x_off + r * C + c0) - pivot);
-        clbn_welford_flush(&w);
+    clbn_welford w[CLBN_CPI_MAX];
+    vfloat pivot[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        clbn_welford_init(&w[k]);
+        pivot[k] = VLOAD(xc + k * CLBN_VEC);
     }
-    const uint slot = (l1 * cw + l0) * CLBN_VEC;
-    for (int j = 0; j < CLBN_VEC; j++) {
-        ln[slot + j] = w.tot_n;
-        lm[slot + j] = clbn_lane(w.tot_mean, j);
-        lM[slot + j] = clbn_lane(w.tot_m2, j);
-    }
-    clbn_tree_moments(ln, lm, lM, l0 * CLBN_VEC, cw * CLBN_VEC, CLBN_VEC, l1, rw);
-
-    const uint out = cw * rw * CLBN_VEC; /* extra slots after the tree's, for coefficients */
-    if (l1 == 0 && active) {
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++)
+            clbn_welford_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
+    const uint slot = (l1 * cw + l0) * lanes;
+    for (uint k = 0; k < cpi; k++) {
+        if (k < nk)
+            clbn_welford_flush(&w[k]);
         for (int j = 0; j < CLBN_VEC; j++) {
-            const uint s = l0 * CLBN_VEC + j;
-            const ulong c = c0 + j;
-            if (final_step) {
-                float invstd = clbn_finish_channel(
-                    c, ln[s], clbn_lane(pivot, j), lm[s], lM[s], eps, saved_mean, saved_mean_off,
-                    saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out,
-                    shift);
-                lM[out + s] = (use_scale ? gamma[c] : 1.0f) * invstd;
-            } else {
-                pn[c * split + g] = ln[s];
-                pm[c * split + g] = lm[s];
-                pM[c * split + g] = lM[s];
+            ln[slot + k * CLBN_VEC + j] = k < nk ? w[k].tot_n : 0;
+            lm[slot + k * CLBN_VEC + j] = k < nk ? clbn_lane(w[k].tot_mean, j) : 0.0f;
+            lM[slot + k * CLBN_VEC + j] = k < nk ? clbn_lane(w[k].tot_m2, j) : 0.0f;
+        }
+    }
+    clbn_tree_moments(ln, lm, lM, l0 * lanes, cw * lanes, lanes, l1, rw);
+
+    const uint out = cw * rw * lanes; /* extra slots after the tree's, for coefficients */
+    if (l1 == 0) {
+        for (uint k = 0; k < nk; k++) {
+            for (int j = 0; j < CLBN_VEC; j++) {
+                const uint s = l0 * lanes + k * CLBN_VEC + j;
+                const ulong c = (ci0 + k) * CLBN_VEC + j;
+                if (final_step) {
+                    float invstd = clbn_finish_channel(
+                        c, ln[s], clbn_lane(pivot[k], j), lm[s], lM[s], eps, saved_mean,
+                        saved_mean_off, saved_invstd, saved_invstd_off, track, factor, rm_in,
+                        rv_in, rm_out, rv_out, shift);
+                    lM[out + s] = (use_scale ? gamma[c] : 1.0f) * invstd;
+                } else {
+                    pn[c * split + g] = ln[s];
+                    pm[c * split + g] = lm[s];
+                    pM[c * split + g] = lM[s];
+                }
             }
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (!apply || !active)
+    if (!apply || nk == 0)
         return;
-    float th[CLBN_VEC], tl[CLBN_VEC];
-    for (int j = 0; j < CLBN_VEC; j++)
-        clbn_mean_pair(clbn_lane(pivot, j), lm[l0 * CLBN_VEC + j], &th[j], &tl[j]);
-    const vfloat hi = VLOAD(th), lo = VLOAD(tl), a = VLOAD(lM + out + l0 * CLBN_VEC);
-    const vfloat b = use_shift ? VLOAD(beta + c0) : (vfloat)(0.0f);
-    for (ulong r = start; r < stop; r += step) {
-        vfloat v = VLOAD(x + x_off + r * C + c0);
-        VSTORE(clbn_activate(((v - hi) - lo) * a + b, act), y + y_off + r * C + c0);
+    vfloat hi[CLBN_CPI_MAX], lo[CLBN_CPI_MAX], a[CLBN_CPI_MAX], b[CLBN_CPI_MAX];
+    for (uint k = 0; k < nk; k++) {
+        float th[CLBN_VEC], tl[CLBN_VEC];
+        const uint s = l0 * lanes + k * CLBN_VEC;
+        for (int j = 0; j < CLBN_VEC; j++)
+            clbn_mean_pair(clbn_lane(pivot[k], j), lm[s + j], &th[j], &tl[j]);
+        hi[k] = VLOAD(th);
+        lo[k] = VLOAD(tl);
+        a[k] = VLOAD(lM + out + s);
+        b[k] = use_shift ? VLOAD(beta + (ci0 + k) * CLBN_VEC) : (vfloat)(0.0f);
     }
+    __global float *yc = y + y_off + ci0 * CLBN_VEC;
+    for (ulong r = start; r < stop; r += step)
+        for (uint k = 0; k < nk; k++) {
+            vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);
+            VSTORE(clbn_activate(((v - hi[k]) - lo[k]) * a[k] + b[k], act),
+                   yc + r * C + k * CLBN_VEC);
+        }
 }
 
 /* Combines the split partial moments of each channel in group order (deterministic) and

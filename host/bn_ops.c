@@ -11,9 +11,10 @@
  * ------------------------------------------------------------------------------------------ */
 typedef struct plan {
     clbn_plan pub;
-    int nhwc;    /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
-    int variant; /* log2 of the vector width */
-    int blocked; /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
+    int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
+    int variant;  /* log2 of the vector width */
+    int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
+    uint32_t cpi; /* NHWC: channel vectors per work-item */
     uint64_t N, C, HW, R, m;
     uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
     size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */
@@ -57,6 +58,9 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
     p->variant = 0;
     while ((1u << p->variant) < W)
         p->variant++;
+    /* NHWC on a CPU: an item handles up to 8 channel vectors (whole rows of up to 128
+     * channels), since items reading 64 bytes of every row run at 40% of a copy. */
+    p->cpi = (p->nhwc && !gpu) ? (uint32_t)min_u64(8, p->C / W) : 1;
     const uint64_t maxwg = lim->max_work_group_size ? lim->max_work_group_size : 1;
     const uint64_t cu = lim->compute_units ? lim->compute_units : 1;
     const uint64_t target = 4 * cu; /* work-groups that keep the device busy */
@@ -89,14 +93,15 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
         groups_per_split = p->C;
         slice_bytes = p->m * 4;
     } else {
-        uint64_t cv = p->C / W;
-        uint64_t cw = min_u64(min_u64(cv, gpu ? 64 : 16), maxwg);
+        /* Items of cpi channel vectors: x_items of them cover a row. */
+        const uint64_t cv = p->C / W, lanes = p->cpi * W, x_items = ceil_div(cv, p->cpi);
+        uint64_t cw = min_u64(min_u64(x_items, gpu ? 64 : 16), maxwg);
         uint64_t rw = max_u64(1, wg_target / cw);
-        while (rw > 1 && cw * rw * W * local_per_slot > local_cap)
+        while (rw > 1 && cw * rw * lanes * local_per_slot > local_cap)
             rw >>= 1;
-        while (cw > 1 && cw * rw * W * local_per_slot > local_cap)
+        while (cw > 1 && cw * rw * lanes * local_per_slot > local_cap)
             cw >>= 1;
-        uint64_t cb = ceil_div(cv, cw);
+        uint64_t cb = ceil_div(x_items, cw);
         uint64_t split = 1;
         if (cb < target)
             split = clamp_u64(ceil_div(target, cb), 1, max_u64(1, ceil_div(p->R, rw * 8)));
@@ -106,10 +111,10 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
         p->r_local[1] = rw;
         p->r_global[0] = cb * cw;
         p->r_global[1] = rw * p->split;
-        p->r_lanes = cw * rw * W;
-        p->r_extra = cw * W;
+        p->r_lanes = cw * rw * lanes;
+        p->r_extra = cw * lanes;
         groups_per_split = cb;
-        slice_bytes = p->R * cw * W * 4;
+        slice_bytes = p->R * cw * lanes * 4;
     }
     if (p->reduce && p->split == 1) {
         uint64_t arrays = backward ? (bn->opt.activation ? 3 : 2) : 1;
@@ -134,12 +139,13 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
             p->e_global[1] = ceil_div(rows, l1) * l1;
         }
     } else {
-        uint64_t cv = p->C / W;
-        uint64_t l0 = min_u64(min_u64(cv, gpu ? 64 : 16), maxwg);
-        uint64_t l1 = max_u64(1, min_u64(gpu ? 256 : 16, maxwg) / l0);
-        uint64_t cbs = ceil_div(cv, l0);
-        uint64_t row_groups = clamp_u64(ceil_div(target * 4, cbs), 1,
-                                        max_u64(1, ceil_div(p->R, l1 * (gpu ? 1 : 64))));
+        const uint64_t x_items = ceil_div(p->C / W, p->cpi);
+        uint64_t l0 = min_u64(min_u64(x_items, gpu ? 64 : 16), maxwg);
+        uint64_t l1 = gpu ? max_u64(1, min_u64(256, maxwg) / l0) : 1;
+        uint64_t cbs = ceil_div(x_items, l0);
+        /* On a CPU an item takes whole rows (cpi up to 8 vectors) in tiles of 64: a stream. */
+        uint64_t row_groups =
+            gpu ? clamp_u64(ceil_div(target * 4, cbs), 1, ceil_div(p->R, l1)) : ceil_div(p->R, 64);
         p->e_local[0] = l0;
         p->e_local[1] = l1;
         p->e_global[0] = cbs * l0;
@@ -350,6 +356,10 @@ static void a_int(args *a, int v) {
     cl_int x = v;
     arg(a, sizeof x, &x);
 }
+static void a_u32(args *a, uint32_t v) {
+    cl_uint x = v;
+    arg(a, sizeof x, &x);
+}
 static void a_f32(args *a, float v) {
     cl_float x = v;
     arg(a, sizeof x, &x);
@@ -429,6 +439,8 @@ static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
         a_u64(&a, p->HW);
     }
     a_int(&a, p->blocked);
+    if (p->nhwc)
+        a_u32(&a, p->cpi);
     a_mem(&a, s->mean);
     a_u64(&a, s->mean_off);
     a_mem(&a, bn->shift);
@@ -483,6 +495,8 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     }
     a_u64(&a, p->chunk);
     a_int(&a, p->blocked);
+    if (p->nhwc)
+        a_u32(&a, p->cpi);
     a_local(&a, p->r_lanes * sizeof(cl_ulong));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
@@ -569,6 +583,8 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     }
     a_u64(&a, p->chunk);
     a_int(&a, p->blocked);
+    if (p->nhwc)
+        a_u32(&a, p->cpi);
     a_local(&a, p->r_lanes * sizeof(cl_float));
     a_local(&a, p->r_lanes * sizeof(cl_float));
     a_int(&a, final_step);
@@ -616,6 +632,8 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
         a_u64(&a, p->HW);
     }
     a_int(&a, p->blocked);
+    if (p->nhwc)
+        a_u32(&a, p->cpi);
     a_mem(&a, bn->scratch_b);
     grad_args(bn, &a, s);
     dx_args(bn, p, &a, frozen);
