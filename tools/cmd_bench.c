@@ -159,10 +159,10 @@ static double max_abs_err(const float *got, const double *ref, size_t n) {
 
 enum { OP_TRAIN, OP_INFER, OP_BACKWARD, OP_COPY, OP_COUNT };
 static const char *const op_names[OP_COUNT] = {"forward_train", "forward_infer", "backward",
-                                               "device copy"};
+                                               "copy x to y"};
 
 static clbn_status run_op(int op, clbn_bn *bn, const clbn_shape *s, cl_mem x, cl_mem y, cl_mem dy,
-                          cl_mem dx, cl_command_queue q, size_t bytes) {
+                          cl_mem dx, cl_command_queue q, bench_copy *copy) {
     switch (op) {
     case OP_TRAIN:
         return clbn_bn_forward_train(bn, s, x, 0, y, 0, NULL, NULL, 0, NULL, NULL);
@@ -171,7 +171,7 @@ static clbn_status run_op(int op, clbn_bn *bn, const clbn_shape *s, cl_mem x, cl
     case OP_BACKWARD:
         return clbn_bn_backward(bn, s, x, 0, y, 0, dy, 0, dx, 0, NULL, NULL, 0, NULL, NULL);
     default:
-        return (clbn_status)clEnqueueCopyBuffer(q, x, y, 0, 0, bytes, 0, NULL, NULL);
+        return (clbn_status)bench_copy_enqueue(copy, q);
     }
 }
 
@@ -284,6 +284,11 @@ static int bench_layout(clbn_context *ctx, const bench_opts *o, clbn_layout layo
            err_y, rel_var, err_yi, err_dx, err_dg, err_db);
 
     /* Timing: the ops interleaved run by run, so a bandwidth mode change hits all alike. */
+    bench_copy copy;
+    if (bench_copy_init(&copy, ctx, x, y, E)) {
+        fprintf(stderr, "clbn bench: building the copy kernel failed\n");
+        return 1;
+    }
     double *t[OP_COUNT];
     for (int op = 0; op < OP_COUNT; op++)
         t[op] = calloc((size_t)o->runs, sizeof(double));
@@ -291,7 +296,7 @@ static int bench_layout(clbn_context *ctx, const bench_opts *o, clbn_layout layo
         for (int op = 0; op < OP_COUNT; op++) {
             clFinish(q);
             double t0 = bench_now();
-            st = run_op(op, bn, &s, x, y, dy, dx, q, bytes);
+            st = run_op(op, bn, &s, x, y, dy, dx, q, &copy);
             clFinish(q);
             double dt = bench_now() - t0;
             if (st != CLBN_SUCCESS) {
@@ -317,11 +322,11 @@ static int bench_layout(clbn_context *ctx, const bench_opts *o, clbn_layout layo
         if (op != OP_COPY)
             clbn_bn_query_plan(bn, plan_op[op], &s, &p);
         printf("%-14s %-18s %5zu %6llu %3u %10.3f %8.1f %7.0f%%\n", op_names[op],
-               op == OP_COPY ? "clEnqueueCopyBuffer" : clbn_strategy_name(p.strategy),
-               p.work_group_size, (unsigned long long)p.split, p.vector_width, med * 1e3, gbs,
-               100.0 * gbs / copy_gbs);
+               op == OP_COPY ? "copy kernel" : clbn_strategy_name(p.strategy), p.work_group_size,
+               (unsigned long long)p.split, p.vector_width, med * 1e3, gbs, 100.0 * gbs / copy_gbs);
         free(t[op]);
     }
+    bench_copy_release(&copy);
     clReleaseMemObject(x);
     clReleaseMemObject(y);
     clReleaseMemObject(dy);
