@@ -10,26 +10,6 @@
 /* magic 8, version 4, header bytes 4, channels 8, eps 4, factor 4, flags 4, activation 4, t 8 */
 #define STATE_HEADER 48u
 
-static void put32(unsigned char *p, uint32_t v) {
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get32(const unsigned char *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 static uint32_t f2u(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -59,23 +39,23 @@ clbn_status clbn_bn_save(clbn_bn *bn, const char *path) {
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory saving %s", path);
     }
     memcpy(buf, STATE_MAGIC, 8);
-    put32(buf + 8, STATE_VERSION);
-    put32(buf + 12, STATE_HEADER);
-    put64(buf + 16, C);
-    put32(buf + 24, f2u(bn->opt.eps));
-    put32(buf + 28, f2u(bn->opt.factor));
-    put32(buf + 32, bn->opt.flags);
-    put32(buf + 36, (uint32_t)bn->opt.activation);
-    put64(buf + 40, bn->t);
+    clbn_put_u32(buf + 8, STATE_VERSION);
+    clbn_put_u32(buf + 12, STATE_HEADER);
+    clbn_put_u64(buf + 16, C);
+    clbn_put_u32(buf + 24, f2u(bn->opt.eps));
+    clbn_put_u32(buf + 28, f2u(bn->opt.factor));
+    clbn_put_u32(buf + 32, bn->opt.flags);
+    clbn_put_u32(buf + 36, (uint32_t)bn->opt.activation);
+    clbn_put_u64(buf + 40, bn->t);
     clbn_status st = CLBN_SUCCESS;
     unsigned char *p = buf + STATE_HEADER;
     for (int v = 0; v < CLBN_VECTOR_COUNT && st == CLBN_SUCCESS; v++) {
         st = clbn_bn_read_vector(bn, (clbn_vector)v, vals, C);
         for (uint64_t c = 0; c < C && st == CLBN_SUCCESS; c++, p += 4)
-            put32(p, f2u(vals[c]));
+            clbn_put_u32(p, f2u(vals[c]));
     }
     if (st == CLBN_SUCCESS) {
-        put64(p, clbn_fnv1a(CLBN_FNV_INIT, buf, size - 8));
+        clbn_put_u64(p, clbn_fnv1a(CLBN_FNV_INIT, buf, size - 8));
         st = clbn_write_file_atomic(path, buf, size);
     }
     free(buf);
@@ -107,14 +87,14 @@ clbn_status clbn_bn_load(clbn_context *ctx, const char *path, clbn_bn **out) {
         st = clbn_fail(CLBN_ERROR_FILE_MISMATCH, "%s is not a clbn state file", path);
     else if (size < STATE_HEADER + 8)
         st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s is truncated (%zu bytes)", path, size);
-    else if (get32(buf + 8) > STATE_VERSION)
+    else if (clbn_get_u32(buf + 8) > STATE_VERSION)
         st = clbn_fail(CLBN_ERROR_FILE_VERSION,
                        "%s has format version %u; this clbn reads up to version %u", path,
-                       get32(buf + 8), STATE_VERSION);
-    else if (get32(buf + 8) == 0 || get32(buf + 12) != STATE_HEADER)
+                       clbn_get_u32(buf + 8), STATE_VERSION);
+    else if (clbn_get_u32(buf + 8) == 0 || clbn_get_u32(buf + 12) != STATE_HEADER)
         st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s has a damaged header", path);
     if (st == CLBN_SUCCESS) {
-        o.channels = get64(buf + 16);
+        o.channels = clbn_get_u64(buf + 16);
         uint64_t want = o.channels <= ((uint64_t)1 << 40)
                             ? STATE_HEADER + o.channels * 4 * CLBN_VECTOR_COUNT + 8
                             : 0;
@@ -122,14 +102,14 @@ clbn_status clbn_bn_load(clbn_context *ctx, const char *path, clbn_bn **out) {
             st = clbn_fail(CLBN_ERROR_FILE_CORRUPT,
                            "%s is %zu bytes; %llu channels need %llu (truncated or damaged)", path,
                            size, (unsigned long long)o.channels, (unsigned long long)want);
-        else if (get64(buf + size - 8) != clbn_fnv1a(CLBN_FNV_INIT, buf, size - 8))
+        else if (clbn_get_u64(buf + size - 8) != clbn_fnv1a(CLBN_FNV_INIT, buf, size - 8))
             st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s fails its checksum (damaged)", path);
     }
     if (st == CLBN_SUCCESS) {
-        o.eps = u2f(get32(buf + 24));
-        o.factor = u2f(get32(buf + 28));
-        o.flags = get32(buf + 32);
-        o.activation = (clbn_activation)get32(buf + 36);
+        o.eps = u2f(clbn_get_u32(buf + 24));
+        o.factor = u2f(clbn_get_u32(buf + 28));
+        o.flags = clbn_get_u32(buf + 32);
+        o.activation = (clbn_activation)clbn_get_u32(buf + 36);
         if (clbn_check_options(&o) != CLBN_SUCCESS)
             st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s holds invalid options: %s", path,
                            clbn_last_error_message());
@@ -144,11 +124,11 @@ clbn_status clbn_bn_load(clbn_context *ctx, const char *path, clbn_bn **out) {
             st = clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory loading %s", path);
         for (int v = 0; v < CLBN_VECTOR_COUNT && st == CLBN_SUCCESS; v++) {
             for (uint64_t c = 0; c < o.channels; c++, p += 4)
-                vals[c] = u2f(get32(p));
+                vals[c] = u2f(clbn_get_u32(p));
             st = clbn_bn_write_vector(bn, (clbn_vector)v, vals, o.channels);
         }
         free(vals);
-        bn->t = get64(buf + 40);
+        bn->t = clbn_get_u64(buf + 40);
     }
     free(buf);
     if (st != CLBN_SUCCESS) {

@@ -368,6 +368,24 @@ static void a_local(args *a, size_t bytes) {
     arg(a, bytes, NULL);
 }
 
+/* The kernels' shape arguments, in their order: (R, C) for the NHWC family or (N, C, HW) for
+ * NCHW, then the reduction's chunk, the distribution and, for NHWC, the vectors per item. */
+static void shape_args(args *a, const plan *p, int reduction) {
+    if (p->nhwc) {
+        a_u64(a, p->R);
+        a_u64(a, p->C);
+    } else {
+        a_u64(a, p->N);
+        a_u64(a, p->C);
+        a_u64(a, p->HW);
+    }
+    if (reduction)
+        a_u64(a, p->chunk);
+    a_int(a, p->blocked);
+    if (p->nhwc)
+        a_u32(a, p->cpi);
+}
+
 /* Kernels of one call run in order, each waiting for the previous one's event. */
 typedef struct chain {
     cl_command_queue q;
@@ -430,17 +448,7 @@ static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
     a_u64(&a, xo);
     a_mem(&a, y);
     a_u64(&a, yo);
-    if (p->nhwc) {
-        a_u64(&a, p->R);
-        a_u64(&a, p->C);
-    } else {
-        a_u64(&a, p->N);
-        a_u64(&a, p->C);
-        a_u64(&a, p->HW);
-    }
-    a_int(&a, p->blocked);
-    if (p->nhwc)
-        a_u32(&a, p->cpi);
+    shape_args(&a, p, 0);
     a_mem(&a, s->mean);
     a_u64(&a, s->mean_off);
     a_mem(&a, bn->shift);
@@ -485,18 +493,7 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     const int final_step = p->split == 1;
     a_mem(&a, x);
     a_u64(&a, xo);
-    if (p->nhwc) {
-        a_u64(&a, p->R);
-        a_u64(&a, p->C);
-    } else {
-        a_u64(&a, p->N);
-        a_u64(&a, p->C);
-        a_u64(&a, p->HW);
-    }
-    a_u64(&a, p->chunk);
-    a_int(&a, p->blocked);
-    if (p->nhwc)
-        a_u32(&a, p->cpi);
+    shape_args(&a, p, 1);
     a_local(&a, p->r_lanes * sizeof(cl_ulong));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
@@ -573,18 +570,7 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_u64(&a, yo);
     a_mem(&a, dy);
     a_u64(&a, dyo);
-    if (p->nhwc) {
-        a_u64(&a, p->R);
-        a_u64(&a, p->C);
-    } else {
-        a_u64(&a, p->N);
-        a_u64(&a, p->C);
-        a_u64(&a, p->HW);
-    }
-    a_u64(&a, p->chunk);
-    a_int(&a, p->blocked);
-    if (p->nhwc)
-        a_u32(&a, p->cpi);
+    shape_args(&a, p, 1);
     a_local(&a, p->r_lanes * sizeof(cl_float));
     a_local(&a, p->r_lanes * sizeof(cl_float));
     a_int(&a, final_step);
@@ -623,17 +609,7 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_u64(&a, dyo);
     a_mem(&a, dx);
     a_u64(&a, dxo);
-    if (p->nhwc) {
-        a_u64(&a, p->R);
-        a_u64(&a, p->C);
-    } else {
-        a_u64(&a, p->N);
-        a_u64(&a, p->C);
-        a_u64(&a, p->HW);
-    }
-    a_int(&a, p->blocked);
-    if (p->nhwc)
-        a_u32(&a, p->cpi);
+    shape_args(&a, p, 0);
     a_mem(&a, bn->scratch_b);
     grad_args(bn, &a, s);
     dx_args(bn, p, &a, frozen);

@@ -29,18 +29,6 @@ char *clbn_default_cache_dir(const char *requested) {
     return out;
 }
 
-static void put_u64(unsigned char *p, uint64_t v) {
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_u64(const unsigned char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static clbn_status build_log_error(clbn_context *ctx, cl_program prog, cl_int err) {
     size_t len = 0;
     clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
@@ -64,8 +52,9 @@ static cl_program try_cached(clbn_context *ctx, const char *path, const char *op
         return NULL;
     cl_program prog = NULL;
     if (n > CACHE_HEADER && !memcmp(data, CACHE_MAGIC, 8) &&
-        get_u64(data + 8) == n - CACHE_HEADER &&
-        get_u64(data + 16) == clbn_fnv1a(CLBN_FNV_INIT, data + CACHE_HEADER, n - CACHE_HEADER)) {
+        clbn_get_u64(data + 8) == n - CACHE_HEADER &&
+        clbn_get_u64(data + 16) ==
+            clbn_fnv1a(CLBN_FNV_INIT, data + CACHE_HEADER, n - CACHE_HEADER)) {
         const unsigned char *bin = data + CACHE_HEADER;
         size_t blen = n - CACHE_HEADER;
         cl_int bstatus = CL_SUCCESS, err = CL_SUCCESS;
@@ -94,8 +83,8 @@ static void store_cached(clbn_context *ctx, cl_program prog, const char *path) {
     unsigned char *bin = buf + CACHE_HEADER;
     if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS) {
         memcpy(buf, CACHE_MAGIC, 8);
-        put_u64(buf + 8, blen);
-        put_u64(buf + 16, clbn_fnv1a(CLBN_FNV_INIT, bin, blen));
+        clbn_put_u64(buf + 8, blen);
+        clbn_put_u64(buf + 16, clbn_fnv1a(CLBN_FNV_INIT, bin, blen));
         if (clbn_mkdirs(ctx->cache_dir) == 0)
             clbn_write_file_atomic(path, buf, CACHE_HEADER + blen); /* best effort */
         clbn_clear_error();

@@ -28,6 +28,11 @@ uint64_t clbn_fnv1a(uint64_t h, const void *data, size_t n);
 clbn_status clbn_write_file_atomic(const char *path, const void *data, size_t n);
 /* Reads a whole file into a malloc'd buffer. */
 clbn_status clbn_read_file(const char *path, unsigned char **data, size_t *n);
+/* Little-endian integers in files (cache entries, state files). */
+void clbn_put_u32(unsigned char *p, uint32_t v);
+void clbn_put_u64(unsigned char *p, uint64_t v);
+uint32_t clbn_get_u32(const unsigned char *p);
+uint64_t clbn_get_u64(const unsigned char *p);
 /* mkdir -p. */
 int clbn_mkdirs(const char *path);
 

@@ -35,16 +35,16 @@ const char *clbn_last_error_message(void) {
     X(CL_DEVICE_NOT_FOUND, -1)                                                                     \
     X(CL_DEVICE_NOT_AVAILABLE, -2)                                                                 \
     X(CL_COMPILER_NOT_AVAILABLE, -3)                                                               \
-    X(CL_MEM_OBJECT_ALLOCATION_FAILURE, -4) X(CL_OUT_OF_RESOURCES, -5) X(                          \
-        CL_OUT_OF_HOST_MEMORY, -6) X(CL_PROFILING_INFO_NOT_AVAILABLE,                              \
-                                     -7) X(CL_MEM_COPY_OVERLAP, -8) X(CL_IMAGE_FORMAT_MISMATCH,    \
-                                                                      -9)                          \
-        X(CL_IMAGE_FORMAT_NOT_SUPPORTED, -10) X(CL_BUILD_PROGRAM_FAILURE, -11) X(                  \
-            CL_MAP_FAILURE, -12) X(CL_MISALIGNED_SUB_BUFFER_OFFSET,                                \
-                                   -13) X(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST, -14)       \
-            X(CL_COMPILE_PROGRAM_FAILURE, -15) X(CL_LINKER_NOT_AVAILABLE, -16) X(                  \
-                CL_LINK_PROGRAM_FAILURE, -17) X(CL_DEVICE_PARTITION_FAILED,                        \
-                                                -18) X(CL_KERNEL_ARG_INFO_NOT_AVAILABLE, -19)      \
+    X(CL_MEM_OBJECT_ALLOCATION_FAILURE, -4)                                                        \
+    X(CL_OUT_OF_RESOURCES, -5) X(CL_OUT_OF_HOST_MEMORY, -6) X(CL_PROFILING_INFO_NOT_AVAILABLE,     \
+                                                              -7) X(CL_MEM_COPY_OVERLAP, -8)       \
+        X(CL_IMAGE_FORMAT_MISMATCH, -9) X(CL_IMAGE_FORMAT_NOT_SUPPORTED, -10) X(                   \
+            CL_BUILD_PROGRAM_FAILURE,                                                              \
+            -11) X(CL_MAP_FAILURE, -12) X(CL_MISALIGNED_SUB_BUFFER_OFFSET,                         \
+                                          -13) X(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST,     \
+                                                 -14) X(CL_COMPILE_PROGRAM_FAILURE, -15)           \
+            X(CL_LINKER_NOT_AVAILABLE, -16) X(CL_LINK_PROGRAM_FAILURE, -17) X(                     \
+                CL_DEVICE_PARTITION_FAILED, -18) X(CL_KERNEL_ARG_INFO_NOT_AVAILABLE, -19)          \
                 X(CL_INVALID_VALUE, -30) X(CL_INVALID_DEVICE_TYPE, -31) X(                         \
                     CL_INVALID_PLATFORM, -32) X(CL_INVALID_DEVICE, -33) X(CL_INVALID_CONTEXT, -34) \
                     X(CL_INVALID_QUEUE_PROPERTIES, -35) X(CL_INVALID_COMMAND_QUEUE, -36) X(        \

@@ -308,7 +308,8 @@ CLBN_API clbn_status clbn_bn_forward_frozen(clbn_bn *bn, const clbn_shape *shape
 /* Backward of the training forward: dx, and dgamma, dbeta into the state's buffers (written,
  * or added to with CLBN_ACCUMULATE_GRADIENTS). With a fused activation, y is the forward's
  * output (required); without one, y is ignored and may be NULL. saved: the statistics the
- * forward saved (NULL: the state's own). dx may be dy (in place). */
+ * forward saved (NULL: the state's own). dx may be dy (in place). dgamma and dbeta are written
+ * even when scale or shift is off: they are then the gradients gamma and beta would have. */
 CLBN_API clbn_status clbn_bn_backward(clbn_bn *bn, const clbn_shape *shape, cl_mem x,
                                       uint64_t x_offset, cl_mem y, uint64_t y_offset, cl_mem dy,
                                       uint64_t dy_offset, cl_mem dx, uint64_t dx_offset,
