@@ -318,22 +318,10 @@ void ref_case_name(const ref_case *k, char *buf, size_t size) {
              mode, offs);
 }
 
-static float *alloc_floats(size_t n) {
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    assert_non_null(v);
-    return v;
-}
-
-static double *alloc_doubles(size_t n) {
-    double *v = malloc((n ? n : 1) * sizeof *v);
-    assert_non_null(v);
-    return v;
-}
-
 /* A device buffer of off + n + REF_PAD floats: sentinels around host[0..n) placed at off. */
 static cl_mem padded_buffer(clbn_context *ctx, const float *host, size_t off, size_t n) {
     size_t total = off + n + REF_PAD;
-    float *all = alloc_floats(total);
+    float *all = tu_floats(total);
     for (size_t i = 0; i < total; i++)
         all[i] = REF_SENTINEL;
     if (host)
@@ -347,7 +335,7 @@ static cl_mem padded_buffer(clbn_context *ctx, const float *host, size_t off, si
  * buffer (the caller frees it; the data start at off). */
 static float *read_padded(clbn_context *ctx, cl_mem b, const char *what, size_t off, size_t n) {
     size_t total = off + n + REF_PAD;
-    float *all = alloc_floats(total);
+    float *all = tu_floats(total);
     tu_read(ctx, b, 0, all, total);
     size_t stray = 0, first = 0, last = 0;
     for (size_t i = 0; i < total; i++)
@@ -398,7 +386,7 @@ static void check_sums(const clbn_shape *s, const ref_params *p, const double *x
 static void check_y(const clbn_shape *s, const ref_params *p, const float *y, const double *yref,
                     const double *mean, const double *invstd, const ref_tolerances *tol) {
     size_t C = (size_t)s->c;
-    double *atol = alloc_doubles(C);
+    double *atol = tu_doubles(C);
     for (size_t c = 0; c < C; c++)
         atol[c] =
             tol->y.atol + tol->y_mean_factor * fabs(ref_gamma(p, c)) * invstd[c] * fabs(mean[c]);
@@ -428,9 +416,8 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
      * near the data's own so the frozen and inference outputs are of ordinary size. */
     tu_rng r;
     tu_rng_seed(&r, k->seed);
-    float *gamma = alloc_floats(C), *beta = alloc_floats(C), *rm0 = alloc_floats(C),
-          *rv0 = alloc_floats(C);
-    double *ch_mean = alloc_doubles(C), *ch_std = alloc_doubles(C);
+    float *gamma = tu_floats(C), *beta = tu_floats(C), *rm0 = tu_floats(C), *rv0 = tu_floats(C);
+    double *ch_mean = tu_doubles(C), *ch_std = tu_doubles(C);
     for (size_t c = 0; c < C; c++) {
         ch_mean[c] = k->data_mean + 4.0 * tu_uniform(&r) - 2.0;
         ch_std[c] = 0.5 + 1.5 * tu_uniform(&r);
@@ -439,7 +426,7 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
         rm0[c] = (float)(ch_mean[c] + 0.3 * ch_std[c] * tu_normal(&r));
         rv0[c] = (float)(ch_std[c] * ch_std[c] * (0.6 + tu_uniform(&r)));
     }
-    float *x = alloc_floats(E), *dy = alloc_floats(E);
+    float *x = tu_floats(E), *dy = tu_floats(E);
     for (size_t i = 0; i < E; i++) {
         size_t c = ref_channel_of(s, i);
         x[i] = (float)(ch_mean[c] + ch_std[c] * tu_normal(&r));
@@ -482,9 +469,8 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
     cl_mem yb = padded_buffer(ctx, NULL, yo, E);
     cl_mem dyb = NULL, dxb = NULL;
     float *y_all = NULL, *dx_all = NULL;
-    double *y_ref = alloc_doubles(E);
-    float *fm = alloc_floats(C), *fi = alloc_floats(C), *frm = alloc_floats(C),
-          *frv = alloc_floats(C);
+    double *y_ref = tu_doubles(E);
+    float *fm = tu_floats(C), *fi = tu_floats(C), *frm = tu_floats(C), *frv = tu_floats(C);
     uint64_t t_after = 0;
     int changes_running = 0;
 
@@ -492,7 +478,7 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
     case CLBN_OP_FORWARD_TRAIN: {
         TU_OK(clbn_bn_forward_train(bn, s, xb, xo, yb, yo, NULL, NULL, 0, NULL, NULL));
         y_all = read_padded(ctx, yb, "y", yo, E);
-        double *mean = alloc_doubles(C), *invstd = alloc_doubles(C), *var = alloc_doubles(C);
+        double *mean = tu_doubles(C), *invstd = tu_doubles(C), *var = tu_doubles(C);
         ref_forward_train(s, &p, x_d, y_ref, mean, invstd, var);
         read_vec(bn, CLBN_VECTOR_SAVED_MEAN, fm, C);
         read_vec(bn, CLBN_VECTOR_SAVED_INVSTD, fi, C);
@@ -518,7 +504,7 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
         else
             TU_OK(clbn_bn_forward_frozen(bn, s, xb, xo, yb, yo, NULL, 0, NULL, NULL));
         y_all = read_padded(ctx, yb, "y", yo, E);
-        double *mean = alloc_doubles(C), *invstd = alloc_doubles(C);
+        double *mean = tu_doubles(C), *invstd = tu_doubles(C);
         if (track) {
             ref_forward_infer(s, &p, x_d, rm0_d, rv0_d, y_ref);
             memcpy(mean, rm0_d, C * sizeof *mean);
@@ -562,8 +548,8 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
             TU_OK(clbn_bn_forward_frozen(bn, s, xb, xo, yb, yo, NULL, 0, NULL, NULL));
             TU_OK(clbn_bn_backward_frozen(bn, s, xb, xo, act ? yb : NULL, act ? yo : 0, dyb, dyo,
                                           dxb, dxo, NULL, 0, NULL, NULL));
-            mean = alloc_doubles(C);
-            invstd = alloc_doubles(C);
+            mean = tu_doubles(C);
+            invstd = tu_doubles(C);
             for (size_t c = 0; c < C; c++) {
                 mean[c] = rm0_d[c];
                 invstd[c] = 1.0 / sqrt(rv0_d[c] + p.eps);
@@ -573,13 +559,13 @@ void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *
         dx_all = read_padded(ctx, dxb, "dx", dxo, E);
         double *y_d = act ? ref_to_double(y_all + yo, E) : NULL;
         double *dy_d = ref_to_double(dy, E);
-        double *dx_ref = alloc_doubles(E), *dg_ref = alloc_doubles(C), *db_ref = alloc_doubles(C);
+        double *dx_ref = tu_doubles(E), *dg_ref = tu_doubles(C), *db_ref = tu_doubles(C);
         if (k->op == CLBN_OP_BACKWARD)
             ref_backward(s, &p, x_d, y_d, dy_d, mean, invstd, dx_ref, dg_ref, db_ref);
         else
             ref_backward_frozen(s, &p, x_d, y_d, dy_d, rm0_d, rv0_d, dx_ref, dg_ref, db_ref);
         tu_check_close("dx", dx_all + dxo, dx_ref, E, tol->dx.atol, tol->dx.rtol);
-        float *dg = alloc_floats(C), *db = alloc_floats(C);
+        float *dg = tu_floats(C), *db = tu_floats(C);
         read_vec(bn, CLBN_VECTOR_DGAMMA, dg, C);
         read_vec(bn, CLBN_VECTOR_DBETA, db, C);
         check_sums(s, &p, x_d, y_d, dy_d, mean, invstd, dg, db, dg_ref, db_ref, tol);

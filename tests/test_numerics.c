@@ -22,33 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static clbn_context *g_ctx;
-
 static const clbn_layout layouts[] = {CLBN_LAYOUT_NCHW, CLBN_LAYOUT_NHWC, CLBN_LAYOUT_NC};
-
-static int setup(void **state) {
-    (void)state;
-    g_ctx = tu_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clbn_context_release(g_ctx);
-    return 0;
-}
-
-static float *floats(size_t n) {
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    assert_non_null(v);
-    return v;
-}
-
-static double *doubles(size_t n) {
-    double *v = malloc((n ? n : 1) * sizeof *v);
-    assert_non_null(v);
-    return v;
-}
 
 /* NC shapes get n*h*w rows so every layout has the same m. */
 static clbn_shape shape_in(clbn_layout l, uint64_t n, uint64_t c, uint64_t h, uint64_t w) {
@@ -65,7 +39,7 @@ static clbn_bn *make_bn(uint64_t channels, uint32_t flags, float factor) {
     if (factor > 0.0f)
         o.factor = factor;
     clbn_bn *bn = NULL;
-    TU_OK(clbn_bn_create(g_ctx, &o, &bn));
+    TU_OK(clbn_bn_create(tu_ctx, &o, &bn));
     return bn;
 }
 
@@ -77,7 +51,7 @@ static float eps_of(clbn_bn *bn) {
 
 /* Random gamma (both signs) and beta, written to the state; returned as doubles. */
 static void random_affine(clbn_bn *bn, tu_rng *r, size_t c, double *gamma, double *beta) {
-    float *g = floats(c), *b = floats(c);
+    float *g = tu_floats(c), *b = tu_floats(c);
     for (size_t i = 0; i < c; i++) {
         g[i] = (float)((0.5 + tu_uniform(r)) * (i % 3 == 2 ? -1.0 : 1.0));
         b[i] = (float)tu_normal(r);
@@ -91,7 +65,7 @@ static void random_affine(clbn_bn *bn, tu_rng *r, size_t c, double *gamma, doubl
 }
 
 static void read_doubles(clbn_bn *bn, clbn_vector v, double *out, size_t c) {
-    float *f = floats(c);
+    float *f = tu_floats(c);
     TU_OK(clbn_bn_read_vector(bn, v, f, c));
     for (size_t i = 0; i < c; i++)
         out[i] = f[i];
@@ -129,22 +103,22 @@ static void large_mean_statistics(void **state) {
     const size_t C = (size_t)s.c, E = ref_elems(&s);
     tu_rng r;
     tu_rng_seed(&r, 11 + (uint64_t)layout);
-    float *x = floats(E), *y = floats(E);
+    float *x = tu_floats(E), *y = tu_floats(E);
     tu_fill_normal(&r, x, E, 10000.0, 1.0);
     clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
-    double *gamma = doubles(C), *beta = doubles(C);
+    double *gamma = tu_doubles(C), *beta = tu_doubles(C);
     random_affine(bn, &r, C, gamma, beta);
-    cl_mem xb = tu_buffer_from(g_ctx, x, E), yb = tu_buffer(g_ctx, E);
+    cl_mem xb = tu_buffer_from(tu_ctx, x, E), yb = tu_buffer(tu_ctx, E);
     TU_OK(clbn_bn_forward_train(bn, &s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
-    tu_read(g_ctx, yb, 0, y, E);
+    tu_read(tu_ctx, yb, 0, y, E);
 
-    double *xd = ref_to_double(x, E), *mean = doubles(C), *var = doubles(C);
-    double *got_mean = doubles(C), *got_invstd = doubles(C), *got_var = doubles(C);
+    double *xd = ref_to_double(x, E), *mean = tu_doubles(C), *var = tu_doubles(C);
+    double *got_mean = tu_doubles(C), *got_invstd = tu_doubles(C), *got_var = tu_doubles(C);
     ref_batch_stats(&s, xd, mean, var);
     read_doubles(bn, CLBN_VECTOR_SAVED_MEAN, got_mean, C);
     read_doubles(bn, CLBN_VECTOR_SAVED_INVSTD, got_invstd, C);
     double eps = eps_of(bn);
-    float *gv = floats(C), *gm = floats(C);
+    float *gv = tu_floats(C), *gm = tu_floats(C);
     for (size_t c = 0; c < C; c++) {
         got_var[c] = 1.0 / (got_invstd[c] * got_invstd[c]) - eps;
         gv[c] = (float)got_var[c]; /* float is ample to hold a 1e-5 comparison */
@@ -161,7 +135,7 @@ static void large_mean_statistics(void **state) {
      * is off by up to 5e-4, so this holds only because the library subtracts the mean as
      * (pivot, mean - pivot); measured worst error 3e-7. */
     ref_params p = {eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta};
-    double *yref = doubles(E), *ref_is = doubles(C);
+    double *yref = tu_doubles(E), *ref_is = tu_doubles(C);
     ref_invstd(C, var, eps, ref_is);
     ref_normalize(&s, &p, xd, mean, ref_is, yref);
     tu_check_close("y (subtract first, pivot pair)", y, yref, E, 1e-6, 1e-5);
@@ -205,21 +179,22 @@ static void running_statistics(void **state) {
     tu_rng_seed(&r, 77 + (uint64_t)k->layout * 5 + (uint64_t)(k->factor * 1000.0f));
     clbn_bn *bn = make_bn(C, k->flags, k->factor);
     double eps = eps_of(bn);
-    double *gamma = doubles(C), *beta = doubles(C);
+    double *gamma = tu_doubles(C), *beta = tu_doubles(C);
     random_affine(bn, &r, C, gamma, beta);
     float init_m[3] = {5.0f, -7.0f, 9000.0f}, init_v[3] = {7.0f, 0.25f, 3.0f};
     TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_RUNNING_MEAN, init_m, C));
     TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_RUNNING_VAR, init_v, C));
     double *rm = ref_to_double(init_m, C), *rv = ref_to_double(init_v, C);
 
-    float *x = floats(E);
-    cl_mem xb = tu_buffer(g_ctx, E), yb = tu_buffer(g_ctx, E);
-    double *mean = doubles(C), *var = doubles(C), *got_m = doubles(C), *got_v = doubles(C);
+    float *x = tu_floats(E);
+    cl_mem xb = tu_buffer(tu_ctx, E), yb = tu_buffer(tu_ctx, E);
+    double *mean = tu_doubles(C), *var = tu_doubles(C), *got_m = tu_doubles(C),
+           *got_v = tu_doubles(C);
     const uint64_t steps = 5;
     for (uint64_t t = 0; t < steps; t++) {
         /* each batch its own mean, so the weights of the batches matter */
         tu_fill_normal(&r, x, E, 10000.0 + 3.0 * (double)t, 1.0 + 0.25 * (double)t);
-        tu_write(g_ctx, xb, 0, x, E);
+        tu_write(tu_ctx, xb, 0, x, E);
         TU_OK(clbn_bn_forward_train(bn, &s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
         double *xd = ref_to_double(x, E);
         ref_batch_stats(&s, xd, mean, var);
@@ -254,11 +229,11 @@ static void running_statistics(void **state) {
 
     /* inference with those running statistics, on a fresh batch */
     tu_fill_normal(&r, x, E, 10001.0, 2.0);
-    tu_write(g_ctx, xb, 0, x, E);
+    tu_write(tu_ctx, xb, 0, x, E);
     TU_OK(clbn_bn_forward_infer(bn, &s, xb, 0, yb, 0, NULL, 0, NULL, NULL));
-    float *y = floats(E);
-    tu_read(g_ctx, yb, 0, y, E);
-    double *xd = ref_to_double(x, E), *yref = doubles(E);
+    float *y = tu_floats(E);
+    tu_read(tu_ctx, yb, 0, y, E);
+    double *xd = ref_to_double(x, E), *yref = tu_doubles(E);
     ref_params p = {eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta};
     /* with the library's running statistics (isolates the inference kernel) ... */
     ref_forward_infer(&s, &p, xd, got_m, got_v, yref);
@@ -295,21 +270,21 @@ static void one_run(const clbn_shape *s, const float *x, const float *dy, run_ou
     o.channels = C;
     o.activation = CLBN_ACTIVATION_RELU;
     clbn_bn *bn = NULL;
-    TU_OK(clbn_bn_create(g_ctx, &o, &bn));
+    TU_OK(clbn_bn_create(tu_ctx, &o, &bn));
     tu_rng r;
     tu_rng_seed(&r, 5);
-    double *g = doubles(C), *b = doubles(C);
+    double *g = tu_doubles(C), *b = tu_doubles(C);
     random_affine(bn, &r, C, g, b);
-    cl_mem xb = tu_buffer_from(g_ctx, x, E), yb = tu_buffer(g_ctx, E);
-    cl_mem dyb = tu_buffer_from(g_ctx, dy, E), dxb = tu_buffer(g_ctx, E);
+    cl_mem xb = tu_buffer_from(tu_ctx, x, E), yb = tu_buffer(tu_ctx, E);
+    cl_mem dyb = tu_buffer_from(tu_ctx, dy, E), dxb = tu_buffer(tu_ctx, E);
     TU_OK(clbn_bn_forward_train(bn, s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
     TU_OK(clbn_bn_backward(bn, s, xb, 0, yb, 0, dyb, 0, dxb, 0, NULL, NULL, 0, NULL, NULL));
-    out->y = floats(E);
-    out->dx = floats(E);
-    tu_read(g_ctx, yb, 0, out->y, E);
-    tu_read(g_ctx, dxb, 0, out->dx, E);
+    out->y = tu_floats(E);
+    out->dx = tu_floats(E);
+    tu_read(tu_ctx, yb, 0, out->y, E);
+    tu_read(tu_ctx, dxb, 0, out->dx, E);
     for (int v = 0; v < CLBN_VECTOR_COUNT; v++) {
-        out->vec[v] = floats(C);
+        out->vec[v] = tu_floats(C);
         TU_OK(clbn_bn_read_vector(bn, (clbn_vector)v, out->vec[v], C));
     }
     clbn_bn_release(bn);
@@ -337,7 +312,7 @@ static void bit_identical_runs(void **state) {
         const size_t C = (size_t)s->c, E = ref_elems(s);
         tu_rng r;
         tu_rng_seed(&r, 99 + si);
-        float *x = floats(E), *dy = floats(E);
+        float *x = tu_floats(E), *dy = tu_floats(E);
         tu_fill_normal(&r, x, E, 3.0, 2.0);
         tu_fill_normal(&r, dy, E, 0.0, 1.0);
         run_output a, b;
@@ -369,13 +344,14 @@ static void in_place_forward(void **state) {
         for (int infer = 0; infer < 2; infer++) {
             tu_rng r;
             tu_rng_seed(&r, 300 + si * 2 + (uint64_t)infer);
-            float *x = floats(E), *y = floats(E);
+            float *x = tu_floats(E), *y = tu_floats(E);
             tu_fill_normal(&r, x, E, -1.5, 1.7);
             clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
             double eps = eps_of(bn);
-            double *gamma = doubles(C), *beta = doubles(C), *rm = doubles(C), *rv = doubles(C);
+            double *gamma = tu_doubles(C), *beta = tu_doubles(C), *rm = tu_doubles(C),
+                   *rv = tu_doubles(C);
             random_affine(bn, &r, C, gamma, beta);
-            float *fm = floats(C), *fv = floats(C);
+            float *fm = tu_floats(C), *fv = tu_floats(C);
             for (size_t c = 0; c < C; c++) {
                 fm[c] = (float)(-1.5 + 0.5 * tu_normal(&r));
                 fv[c] = (float)(2.0 + tu_uniform(&r));
@@ -384,21 +360,21 @@ static void in_place_forward(void **state) {
             }
             TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_RUNNING_MEAN, fm, C));
             TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_RUNNING_VAR, fv, C));
-            cl_mem xb = tu_buffer(g_ctx, off + E);
-            tu_write(g_ctx, xb, off, x, E);
+            cl_mem xb = tu_buffer(tu_ctx, off + E);
+            tu_write(tu_ctx, xb, off, x, E);
             if (infer)
                 TU_OK(clbn_bn_forward_infer(bn, s, xb, off, xb, off, NULL, 0, NULL, NULL));
             else
                 TU_OK(clbn_bn_forward_train(bn, s, xb, off, xb, off, NULL, NULL, 0, NULL, NULL));
-            tu_read(g_ctx, xb, off, y, E);
-            double *xd = ref_to_double(x, E), *yref = doubles(E);
-            double *mean = doubles(C), *invstd = doubles(C);
+            tu_read(tu_ctx, xb, off, y, E);
+            double *xd = ref_to_double(x, E), *yref = tu_doubles(E);
+            double *mean = tu_doubles(C), *invstd = tu_doubles(C);
             ref_params p = {eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta};
             if (infer) {
                 ref_forward_infer(s, &p, xd, rm, rv, yref);
             } else {
                 ref_forward_train(s, &p, xd, yref, mean, invstd, NULL);
-                float *sm = floats(C);
+                float *sm = tu_floats(C);
                 TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_SAVED_MEAN, sm, C));
                 tu_check_close("in-place saved mean", sm, mean, C, 1e-6, 1e-6);
                 TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_SAVED_INVSTD, sm, C));
@@ -439,26 +415,27 @@ static void caller_saved_statistics(void **state) {
     tu_rng_seed(&r, 4242 + (uint64_t)layout);
     clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
     double eps = eps_of(bn);
-    double *gamma = doubles(C), *beta = doubles(C);
+    double *gamma = tu_doubles(C), *beta = tu_doubles(C);
     random_affine(bn, &r, C, gamma, beta);
 
     /* batch A through the state's own buffers */
-    float *xa = floats(E), *xb_host = floats(E), *dy = floats(E);
+    float *xa = tu_floats(E), *xb_host = tu_floats(E), *dy = tu_floats(E);
     tu_fill_normal(&r, xa, E, 1.0, 1.0);
     tu_fill_normal(&r, xb_host, E, -4.0, 3.0);
     tu_fill_normal(&r, dy, E, 0.0, 1.0);
-    cl_mem xab = tu_buffer_from(g_ctx, xa, E), xbb = tu_buffer_from(g_ctx, xb_host, E);
-    cl_mem yb = tu_buffer(g_ctx, E), dyb = tu_buffer_from(g_ctx, dy, E), dxb = tu_buffer(g_ctx, E);
+    cl_mem xab = tu_buffer_from(tu_ctx, xa, E), xbb = tu_buffer_from(tu_ctx, xb_host, E);
+    cl_mem yb = tu_buffer(tu_ctx, E), dyb = tu_buffer_from(tu_ctx, dy, E),
+           dxb = tu_buffer(tu_ctx, E);
     TU_OK(clbn_bn_forward_train(bn, &s, xab, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
-    float *own_mean = floats(C), *own_invstd = floats(C), *after = floats(C);
+    float *own_mean = tu_floats(C), *own_invstd = tu_floats(C), *after = tu_floats(C);
     TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_SAVED_MEAN, own_mean, C));
     TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_SAVED_INVSTD, own_invstd, C));
 
     /* batch B into the caller's buffers */
-    float *init = floats(total);
+    float *init = tu_floats(total);
     for (size_t i = 0; i < total; i++)
         init[i] = sentinel;
-    cl_mem smb = tu_buffer_from(g_ctx, init, total), sib = tu_buffer_from(g_ctx, init, total);
+    cl_mem smb = tu_buffer_from(tu_ctx, init, total), sib = tu_buffer_from(tu_ctx, init, total);
     clbn_saved_stats saved = {smb, mo, sib, io};
     TU_OK(clbn_bn_forward_train(bn, &s, xbb, 0, yb, 0, &saved, NULL, 0, NULL, NULL));
 
@@ -467,9 +444,9 @@ static void caller_saved_statistics(void **state) {
     TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_SAVED_INVSTD, after, C));
     assert_memory_equal(after, own_invstd, C * sizeof(float));
 
-    float *sm = floats(total), *si = floats(total);
-    tu_read(g_ctx, smb, 0, sm, total);
-    tu_read(g_ctx, sib, 0, si, total);
+    float *sm = tu_floats(total), *si = tu_floats(total);
+    tu_read(tu_ctx, smb, 0, sm, total);
+    tu_read(tu_ctx, sib, 0, si, total);
     for (size_t i = 0; i < total; i++) {
         if ((i < mo || i >= mo + C) && sm[i] != sentinel)
             fail_msg("caller mean buffer written at %zu, outside [%llu, %llu)", i,
@@ -478,7 +455,7 @@ static void caller_saved_statistics(void **state) {
             fail_msg("caller invstd buffer written at %zu, outside [%llu, %llu)", i,
                      (unsigned long long)io, (unsigned long long)(io + C));
     }
-    double *xd = ref_to_double(xb_host, E), *mean = doubles(C), *invstd = doubles(C);
+    double *xd = ref_to_double(xb_host, E), *mean = tu_doubles(C), *invstd = tu_doubles(C);
     ref_forward_train(&s, &(ref_params){eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta}, xd, NULL,
                       mean, invstd, NULL);
     tu_check_close("caller saved mean", sm + mo, mean, C, 1e-6, 1e-6);
@@ -486,13 +463,13 @@ static void caller_saved_statistics(void **state) {
 
     /* the backward of batch B with the caller's statistics (the state's own are batch A's) */
     TU_OK(clbn_bn_backward(bn, &s, xbb, 0, NULL, 0, dyb, 0, dxb, 0, &saved, NULL, 0, NULL, NULL));
-    float *dx = floats(E), *dg = floats(C), *db = floats(C);
-    tu_read(g_ctx, dxb, 0, dx, E);
+    float *dx = tu_floats(E), *dg = tu_floats(C), *db = tu_floats(C);
+    tu_read(tu_ctx, dxb, 0, dx, E);
     TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_DGAMMA, dg, C));
     TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_DBETA, db, C));
     double *fmean = ref_to_double(sm + mo, C), *finvstd = ref_to_double(si + io, C);
-    double *dyd = ref_to_double(dy, E), *dxref = doubles(E), *dgref = doubles(C),
-           *dbref = doubles(C);
+    double *dyd = ref_to_double(dy, E), *dxref = tu_doubles(E), *dgref = tu_doubles(C),
+           *dbref = tu_doubles(C);
     ref_params p = {eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta};
     ref_backward(&s, &p, xd, NULL, dyd, fmean, finvstd, dxref, dgref, dbref);
     tu_check_close("dx with caller saved statistics", dx, dxref, E, 1e-5, 1e-5);
@@ -504,10 +481,10 @@ static void caller_saved_statistics(void **state) {
     free(abs_b);
     free(abs_g);
     /* the backward only reads the saved statistics */
-    float *sm2 = floats(total);
-    tu_read(g_ctx, smb, 0, sm2, total);
+    float *sm2 = tu_floats(total);
+    tu_read(tu_ctx, smb, 0, sm2, total);
     assert_memory_equal(sm2, sm, total * sizeof(float));
-    tu_read(g_ctx, sib, 0, sm2, total);
+    tu_read(tu_ctx, sib, 0, sm2, total);
     assert_memory_equal(sm2, si, total * sizeof(float));
 
     clbn_bn_release(bn);
@@ -554,9 +531,10 @@ static void accumulate_gradients(void **state) {
         uint32_t flags = CLBN_BN_FLAGS_DEFAULT | (accumulate ? CLBN_ACCUMULATE_GRADIENTS : 0);
         clbn_bn *bn = make_bn(C, flags, 0.0f);
         double eps = eps_of(bn);
-        double *gamma = doubles(C), *beta = doubles(C);
+        double *gamma = tu_doubles(C), *beta = tu_doubles(C);
         random_affine(bn, &r, C, gamma, beta);
-        float *x = floats(E), *dy1 = floats(E), *dy2 = floats(E), *g0 = floats(C), *b0 = floats(C);
+        float *x = tu_floats(E), *dy1 = tu_floats(E), *dy2 = tu_floats(E), *g0 = tu_floats(C),
+              *b0 = tu_floats(C);
         tu_fill_normal(&r, x, E, 0.5, 1.5);
         tu_fill_normal(&r, dy1, E, 0.0, 1.0);
         tu_fill_normal(&r, dy2, E, 0.3, 2.0);
@@ -564,20 +542,20 @@ static void accumulate_gradients(void **state) {
         tu_fill_normal(&r, b0, C, 0.0, 10.0);
         TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_DGAMMA, g0, C));
         TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_DBETA, b0, C));
-        cl_mem xb = tu_buffer_from(g_ctx, x, E), yb = tu_buffer(g_ctx, E);
-        cl_mem dy1b = tu_buffer_from(g_ctx, dy1, E), dy2b = tu_buffer_from(g_ctx, dy2, E);
-        cl_mem dxb = tu_buffer(g_ctx, E);
+        cl_mem xb = tu_buffer_from(tu_ctx, x, E), yb = tu_buffer(tu_ctx, E);
+        cl_mem dy1b = tu_buffer_from(tu_ctx, dy1, E), dy2b = tu_buffer_from(tu_ctx, dy2, E);
+        cl_mem dxb = tu_buffer(tu_ctx, E);
         TU_OK(clbn_bn_forward_train(bn, &s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
         TU_OK(clbn_bn_backward(bn, &s, xb, 0, NULL, 0, dy1b, 0, dxb, 0, NULL, NULL, 0, NULL, NULL));
         TU_OK(clbn_bn_backward(bn, &s, xb, 0, NULL, 0, dy2b, 0, dxb, 0, NULL, NULL, 0, NULL, NULL));
 
-        double *mean = doubles(C), *invstd = doubles(C);
+        double *mean = tu_doubles(C), *invstd = tu_doubles(C);
         read_doubles(bn, CLBN_VECTOR_SAVED_MEAN, mean, C);
         read_doubles(bn, CLBN_VECTOR_SAVED_INVSTD, invstd, C);
         ref_params p = {eps, 1, 1, CLBN_ACTIVATION_NONE, gamma, beta};
         double *xd = ref_to_double(x, E), *d1 = ref_to_double(dy1, E), *d2 = ref_to_double(dy2, E);
-        double *dx = doubles(E), *dg1 = doubles(C), *db1 = doubles(C), *dg2 = doubles(C),
-               *db2 = doubles(C), *dg = doubles(C), *db = doubles(C);
+        double *dx = tu_doubles(E), *dg1 = tu_doubles(C), *db1 = tu_doubles(C),
+               *dg2 = tu_doubles(C), *db2 = tu_doubles(C), *dg = tu_doubles(C), *db = tu_doubles(C);
         ref_backward(&s, &p, xd, NULL, d1, mean, invstd, NULL, dg1, db1);
         ref_backward(&s, &p, xd, NULL, d2, mean, invstd, dx, dg2, db2);
         double *abs_b = calloc(C, sizeof(double)), *abs_g = calloc(C, sizeof(double));
@@ -589,14 +567,14 @@ static void accumulate_gradients(void **state) {
             dg[c] = accumulate ? (double)g0[c] + dg1[c] + dg2[c] : dg2[c];
             db[c] = accumulate ? (double)b0[c] + db1[c] + db2[c] : db2[c];
         }
-        float *got = floats(E);
+        float *got = tu_floats(E);
         TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_DGAMMA, got, C));
         check_sums(accumulate ? "accumulated dgamma" : "overwritten dgamma", got, dg, abs_g, C);
         TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_DBETA, got, C));
         check_sums(accumulate ? "accumulated dbeta" : "overwritten dbeta", got, db, abs_b, C);
         free(abs_b);
         free(abs_g);
-        tu_read(g_ctx, dxb, 0, got, E);
+        tu_read(tu_ctx, dxb, 0, got, E);
         tu_check_close("dx of the second call", got, dx, E, 1e-5, 1e-5);
 
         clbn_bn_release(bn);
@@ -638,7 +616,7 @@ static void single_value_batch(void **state) {
     tu_rng_seed(&r, 31 + (uint64_t)layout);
     float x[5], y[5], beta[5];
     tu_fill_normal(&r, x, C, 3.0, 4.0);
-    cl_mem xb = tu_buffer_from(g_ctx, x, C), yb = tu_buffer(g_ctx, C);
+    cl_mem xb = tu_buffer_from(tu_ctx, x, C), yb = tu_buffer(tu_ctx, C);
     for (int infer = 0; infer < 2; infer++) {
         clbn_bn *bn = make_bn(C, CLBN_USE_SCALE | CLBN_USE_SHIFT, 0.0f);
         double gd[5], bd[5];
@@ -649,7 +627,7 @@ static void single_value_batch(void **state) {
             TU_OK(clbn_bn_forward_infer(bn, &s, xb, 0, yb, 0, NULL, 0, NULL, NULL));
         else
             TU_OK(clbn_bn_forward_train(bn, &s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
-        tu_read(g_ctx, yb, 0, y, C);
+        tu_read(tu_ctx, yb, 0, y, C);
         for (size_t c = 0; c < C; c++)
             if (y[c] != beta[c])
                 fail_msg("%s m = 1: y[%zu] = %.9g, beta = %.9g", infer ? "infer" : "train", c,
@@ -715,5 +693,5 @@ int main(void) {
             tests[n] = (struct CMUnitTest){names[n], running_statistics, NULL, NULL, k};
             n++;
         }
-    return _cmocka_run_group_tests("numerics", tests, n, setup, teardown);
+    return _cmocka_run_group_tests("numerics", tests, n, tu_group_setup, tu_group_teardown);
 }

@@ -34,24 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static clbn_context *g_ctx;
-
-static int setup(void **state) {
-    (void)state;
-    g_ctx = tu_context();
-    return 0;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    clbn_context_release(g_ctx);
-    return 0;
-}
-
 static void run_case(void **state) {
     const ref_case *k = *state;
     clbn_plan plan;
-    ref_check_case(g_ctx, k, &ref_default_tolerances, &plan);
+    ref_check_case(tu_ctx, k, &ref_default_tolerances, &plan);
     if (ref_elems(&k->shape) >= 100000)
         print_message("      plan: %s, work-group %zu, split %llu, vector %u, %u kernels\n",
                       clbn_strategy_name(plan.strategy), plan.work_group_size,
@@ -221,7 +207,7 @@ int main(void) {
         return 1;
     for (size_t i = 0; i < l.count; i++)
         tests[i] = (struct CMUnitTest){l.names[i], run_case, NULL, NULL, &l.cases[i]};
-    int failed = _cmocka_run_group_tests("ops", tests, l.count, setup, teardown);
+    int failed = _cmocka_run_group_tests("ops", tests, l.count, tu_group_setup, tu_group_teardown);
     for (size_t i = 0; i < l.count; i++)
         free(l.names[i]);
     free(l.names);

@@ -42,6 +42,33 @@ clbn_context *tu_context_gpu_limits(void) {
     return make_context(&l);
 }
 
+clbn_context *tu_ctx;
+
+int tu_group_setup(void **state) {
+    (void)state;
+    tu_ctx = tu_context();
+    return 0;
+}
+
+int tu_group_teardown(void **state) {
+    (void)state;
+    clbn_context_release(tu_ctx);
+    tu_ctx = NULL;
+    return 0;
+}
+
+float *tu_floats(size_t n) {
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    return v;
+}
+
+double *tu_doubles(size_t n) {
+    double *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    return v;
+}
+
 static void get_cl(clbn_context *ctx, cl_context *c, cl_command_queue *q) {
     if (clbn_context_get_cl(ctx, c, q) != CLBN_SUCCESS) {
         fprintf(stderr, "clbn_context_get_cl failed\n");

@@ -17,6 +17,15 @@ clbn_context *tu_context(void);
  * width 4, 16 compute units, 4 MiB cache, planned as a GPU. */
 clbn_context *tu_context_gpu_limits(void);
 
+/* Group fixtures: tu_ctx is a context on the default device for the whole cmocka group. */
+extern clbn_context *tu_ctx;
+int tu_group_setup(void **state);
+int tu_group_teardown(void **state);
+
+/* Host arrays of n values (at least 1), failing the test when memory runs out. */
+float *tu_floats(size_t n);
+double *tu_doubles(size_t n);
+
 /* Buffers (CL_MEM_READ_WRITE) on the context; n floats. */
 cl_mem tu_buffer(clbn_context *ctx, size_t n);
 cl_mem tu_buffer_from(clbn_context *ctx, const float *host, size_t n);
