@@ -7,16 +7,17 @@
 __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global float *y, ulong y_off,
                               ulong N, ulong C, ulong HW, int blocked, __global const float *mean,
                               ulong mean_off, __global const float *shift, int use_pair,
-                              __global const float *stat, ulong stat_off,
-                              int stat_is_var, float eps, __global const float *gamma,
-                              __global const float *beta, int use_scale, int use_shift, int act) {
+                              __global const float *stat, ulong stat_off, int stat_is_var,
+                              float eps, __global const float *gamma, __global const float *beta,
+                              int use_scale, int use_shift, int act) {
     const ulong rr = get_global_id(1);
     if (rr >= N * C)
         return;
     const ulong n = rr / C, c = rr - n * C; /* once per item, not per element */
     const float hi = use_pair ? shift[2 * c] : mean[mean_off + c];
     const float lo = use_pair ? shift[2 * c + 1] : 0.0f;
-    const float a = (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+    const float a =
+        (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
     const float b = use_shift ? beta[c] : 0.0f;
     const ulong row = n * C * HW + c * HW;
     ulong start, stop, step;

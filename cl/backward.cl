@@ -11,8 +11,8 @@
 #define CLBN_DX_ARGS                                                                               \
     int frozen, float inv_m, int accumulate, __global float *dgamma, __global float *dbeta
 
-inline void clbn_write_grads(ulong c, float sdz, float sdzx, int accumulate,
-                             __global float *dgamma, __global float *dbeta) {
+inline void clbn_write_grads(ulong c, float sdz, float sdzx, int accumulate, __global float *dgamma,
+                             __global float *dbeta) {
     dbeta[c] = (accumulate ? dbeta[c] : 0.0f) + sdz;
     dgamma[c] = (accumulate ? dgamma[c] : 0.0f) + sdzx;
 }
@@ -30,10 +30,10 @@ inline vfloat clbn_dx_of(vfloat xv, vfloat dyv, vfloat yv, vfloat mu, vfloat inv
  * channel), the group also writes dx from its slice while it is in cache. */
 __kernel void clbn_bwd_reduce_nchw(__global const float *x, ulong x_off, __global const float *y,
                                    ulong y_off, __global const float *dy, ulong dy_off, ulong N,
-                                   ulong C, ulong HW, ulong chunk, int blocked,
-                                   __local float *la, __local float *lb, int final_step,
-                                   __global float *part, __global float *sums, CLBN_GRAD_ARGS,
-                                   int apply, __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
+                                   ulong C, ulong HW, ulong chunk, int blocked, __local float *la,
+                                   __local float *lb, int final_step, __global float *part,
+                                   __global float *sums, CLBN_GRAD_ARGS, int apply,
+                                   __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const ulong g = get_group_id(0), split = get_num_groups(0), c = get_group_id(1);
     const ulong HWv = HW / CLBN_VEC, CHW = C * HW;
@@ -163,8 +163,8 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
         for (uint k = 0; k < nk; k++) {
             const ulong o = r * C + cbase + k * CLBN_VEC;
             vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
-                              a[k], k1[k], k2[k], frozen, act),
+            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k], a[k],
+                              k1[k], k2[k], frozen, act),
                    dx + dx_off + o);
         }
 }
@@ -225,8 +225,7 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
         return;
     const uint nk = (uint)min((ulong)cpi, cv - ci0);
     const ulong cbase = ci0 * CLBN_VEC;
-    vfloat mu[CLBN_CPI_MAX], inv[CLBN_CPI_MAX], a[CLBN_CPI_MAX], k1[CLBN_CPI_MAX],
-        k2[CLBN_CPI_MAX];
+    vfloat mu[CLBN_CPI_MAX], inv[CLBN_CPI_MAX], a[CLBN_CPI_MAX], k1[CLBN_CPI_MAX], k2[CLBN_CPI_MAX];
     for (uint k = 0; k < nk; k++) {
         const ulong c0 = cbase + k * CLBN_VEC;
         mu[k] = VLOAD(mean + mean_off + c0);
@@ -250,8 +249,8 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
         for (uint k = 0; k < nk; k++) {
             const ulong o = r * C + cbase + k * CLBN_VEC;
             vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
-                              a[k], k1[k], k2[k], frozen, act),
+            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k], a[k],
+                              k1[k], k2[k], frozen, act),
                    dx + dx_off + o);
         }
 }

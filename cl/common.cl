@@ -62,8 +62,8 @@ inline void clbn_cursor_next(clbn_cursor *k) {
 
 /* This item's share of [begin, end): interleaved (item i takes i, i+size, ...: coalesced on a
  * GPU) or blocked (a contiguous run per item: sequential streams on a CPU). */
-inline void clbn_item_range(ulong begin, ulong end, uint item, uint size, int blocked,
-                            ulong *start, ulong *stop, ulong *step) {
+inline void clbn_item_range(ulong begin, ulong end, uint item, uint size, int blocked, ulong *start,
+                            ulong *stop, ulong *step) {
     if (blocked) {
         ulong len = end > begin ? end - begin : 0;
         ulong per = (len + size - 1) / size;
@@ -170,8 +170,8 @@ inline float clbn_sum_lanes(vfloat v) {
  * [0, size), into slot base. Every item of the group calls it (barriers inside, in a single
  * loop: some compilers mishandle barriers in nested loops); this item owns slot i = idx. The
  * pairing order is fixed, so the result is deterministic. */
-inline void clbn_tree_moments(__local ulong *ln, __local float *lm, __local float *lM,
-                              uint base, uint stride, uint lanes, uint idx, uint size) {
+inline void clbn_tree_moments(__local ulong *ln, __local float *lm, __local float *lM, uint base,
+                              uint stride, uint lanes, uint idx, uint size) {
     uint span = 1;
     while (span < size)
         span <<= 1;
@@ -193,8 +193,8 @@ inline void clbn_tree_moments(__local ulong *ln, __local float *lm, __local floa
 }
 
 /* Tree sum of two float arrays over the same slots (backward's sums of dz and dz*xhat). */
-inline void clbn_tree_sums(__local float *la, __local float *lb, uint base, uint stride,
-                           uint lanes, uint idx, uint size) {
+inline void clbn_tree_sums(__local float *la, __local float *lb, uint base, uint stride, uint lanes,
+                           uint idx, uint size) {
     uint span = 1;
     while (span < size)
         span <<= 1;

@@ -7,7 +7,7 @@
 #define CLBN_FINISH_ARGS                                                                           \
     float eps, __global float *saved_mean, ulong saved_mean_off, __global float *saved_invstd,     \
         ulong saved_invstd_off, int track, float factor, __global const float *rm_in,              \
-        __global const float *rv_in, __global float *rm_out, __global float *rv_out,             \
+        __global const float *rv_in, __global float *rm_out, __global float *rv_out,               \
         __global float *shift
 
 /* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = split groups of local
@@ -15,10 +15,9 @@
 __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulong C, ulong HW,
                               ulong chunk, int blocked, __local ulong *ln, __local float *lm,
                               __local float *lM, int final_step, __global ulong *pn,
-                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS,
-                              int apply, __global float *y, ulong y_off,
-                              __global const float *gamma, __global const float *beta,
-                              int use_scale, int use_shift, int act) {
+                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS, int apply,
+                              __global float *y, ulong y_off, __global const float *gamma,
+                              __global const float *beta, int use_scale, int use_shift, int act) {
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const ulong g = get_group_id(0), split = get_num_groups(0), c = get_group_id(1);
     const ulong HWv = HW / CLBN_VEC, CHW = C * HW;
@@ -81,13 +80,12 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
 /* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = items of cpi channel
  * vectors (CLBN_VEC channels each; local size cw), dim1 = split groups of rows (local size rw).
  * Requires C % CLBN_VEC == 0. Local arrays hold cpi * CLBN_VEC lanes per item. */
-__kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
-                              ulong chunk, int blocked, uint cpi, __local ulong *ln,
-                              __local float *lm, __local float *lM, int final_step,
-                              __global ulong *pn, __global float *pm, __global float *pM,
-                              CLBN_FINISH_ARGS, int apply, __global float *y, ulong y_off,
-                              __global const float *gamma, __global const float *beta,
-                              int use_scale, int use_shift, int act) {
+__kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C, ulong chunk,
+                              int blocked, uint cpi, __local ulong *ln, __local float *lm,
+                              __local float *lM, int final_step, __global ulong *pn,
+                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS, int apply,
+                              __global float *y, ulong y_off, __global const float *gamma,
+                              __global const float *beta, int use_scale, int use_shift, int act) {
     const uint l0 = get_local_id(0), cw = get_local_size(0);
     const uint l1 = get_local_id(1), rw = get_local_size(1);
     const ulong g = get_group_id(1), split = get_num_groups(1);
@@ -127,10 +125,10 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
                 const uint s = l0 * lanes + k * CLBN_VEC + j;
                 const ulong c = (ci0 + k) * CLBN_VEC + j;
                 if (final_step) {
-                    float invstd = clbn_finish_channel(
-                        c, ln[s], clbn_lane(pivot[k], j), lm[s], lM[s], eps, saved_mean,
-                        saved_mean_off, saved_invstd, saved_invstd_off, track, factor, rm_in,
-                        rv_in, rm_out, rv_out, shift);
+                    float invstd = clbn_finish_channel(c, ln[s], clbn_lane(pivot[k], j), lm[s],
+                                                       lM[s], eps, saved_mean, saved_mean_off,
+                                                       saved_invstd, saved_invstd_off, track,
+                                                       factor, rm_in, rv_in, rm_out, rv_out, shift);
                     lM[out + s] = (use_scale ? gamma[c] : 1.0f) * invstd;
                 } else {
                     pn[c * split + g] = ln[s];
@@ -177,6 +175,6 @@ __kernel void clbn_stats_merge(ulong C, ulong split, __global const ulong *pn,
     for (ulong g = 0; g < split; g++)
         clbn_chan_merge(&n, &m, &M, pn[c * split + g], pm[c * split + g], pM[c * split + g]);
     clbn_finish_channel(c, n, x[x_off + c * pivot_stride], m, M, eps, saved_mean, saved_mean_off,
-                        saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out,
-                        rv_out, shift);
+                        saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out,
+                        shift);
 }
