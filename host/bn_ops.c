@@ -486,7 +486,10 @@ static void finish_args(clbn_bn *bn, args *a, cl_mem sm, uint64_t smo, cl_mem si
 static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
                                         uint64_t xo, cl_mem y, uint64_t yo, cl_mem sm, uint64_t smo,
                                         cl_mem si, uint64_t sio, int track, float factor) {
-    clbn_status st;
+    /* Scratch grows only here, once every argument has passed its check. */
+    clbn_status st = ensure_scratch(bn, p);
+    if (st != CLBN_SUCCESS)
+        return st;
     args a = start(bn, p, p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW, &st);
     if (st != CLBN_SUCCESS)
         return st;
@@ -559,7 +562,10 @@ static void dx_args(clbn_bn *bn, const plan *p, args *a, int frozen) {
 static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem x, uint64_t xo,
                                    cl_mem y, uint64_t yo, cl_mem dy, uint64_t dyo, cl_mem dx,
                                    uint64_t dxo, const stats_src *s, int frozen) {
-    clbn_status st;
+    /* Scratch grows only here, once every argument has passed its check. */
+    clbn_status st = ensure_scratch(bn, p);
+    if (st != CLBN_SUCCESS)
+        return st;
     args a = start(bn, p, p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW, &st);
     if (st != CLBN_SUCCESS)
         return st;
@@ -633,6 +639,12 @@ static clbn_status begin_call(clbn_bn *bn, clbn_op op, const clbn_shape *shape, 
     if (!bn)
         return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "bn is NULL");
     clbn_status st = check_shape(bn, shape, &c->elems);
+    if (st == CLBN_SUCCESS && op == CLBN_OP_FORWARD_TRAIN && c->elems / shape->c == 1 &&
+        flag(bn, CLBN_TRACK_RUNNING_STATS))
+        st = clbn_fail(CLBN_ERROR_TOO_FEW_VALUES,
+                       "expected more than 1 value per channel when training (m = N*H*W = 1: "
+                       "the unbiased running variance is undefined; turn off "
+                       "CLBN_TRACK_RUNNING_STATS to normalize a single value)");
     if (st == CLBN_SUCCESS)
         st = check_buffer(bn, x, xo, c->elems, "x");
     if (st == CLBN_SUCCESS && y_name)
@@ -646,7 +658,7 @@ static clbn_status begin_call(clbn_bn *bn, clbn_op op, const clbn_shape *shape, 
     c->ch.num_wait = num_wait;
     c->ch.wait = wait_list;
     c->ch.last = NULL;
-    return ensure_scratch(bn, &c->p);
+    return CLBN_SUCCESS;
 }
 
 static clbn_status fail_call(call *c, clbn_status st) {
@@ -660,19 +672,8 @@ clbn_status clbn_bn_forward_train(clbn_bn *bn, const clbn_shape *shape, cl_mem x
                                   const cl_event *wait_list, cl_event *event) {
     clbn_clear_error();
     call c;
-    if (!bn)
-        return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "bn is NULL");
-    uint64_t e;
-    clbn_status st = check_shape(bn, shape, &e);
-    if (st != CLBN_SUCCESS)
-        return st;
-    if (e / shape->c == 1 && flag(bn, CLBN_TRACK_RUNNING_STATS))
-        return clbn_fail(CLBN_ERROR_TOO_FEW_VALUES,
-                         "expected more than 1 value per channel when training (m = N*H*W = 1: "
-                         "the unbiased running variance is undefined; turn off "
-                         "CLBN_TRACK_RUNNING_STATS to normalize a single value)");
-    st = begin_call(bn, CLBN_OP_FORWARD_TRAIN, shape, x, x_offset, y, y_offset, "y", queue,
-                    num_wait, wait_list, &c);
+    clbn_status st = begin_call(bn, CLBN_OP_FORWARD_TRAIN, shape, x, x_offset, y, y_offset, "y",
+                                queue, num_wait, wait_list, &c);
     if (st == CLBN_SUCCESS)
         st = check_saved(bn, saved);
     if (st != CLBN_SUCCESS)
