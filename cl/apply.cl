@@ -3,47 +3,48 @@
  * use_pair the mean is subtracted as the pair (pivot, mean_s) the statistics kernels left in
  * shift (see clbn_finish_channel). */
 
-/* NCHW: range dim0 = items sharing one row of HW values, dim1 = N*C rows. */
+/* NCHW: range dim0 = items sharing one row of HW values, dim1 = items over the N*C rows, each
+ * taking rows get_global_id(1), + get_global_size(1), ... (the host keeps dimension 1 within
+ * the device's group ceiling, 65,535 on NVIDIA, so a large N*C loops here instead). */
 __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global float *y, ulong y_off,
                               ulong N, ulong C, ulong HW, int blocked, __global const float *mean,
                               ulong mean_off, __global const float *shift, int use_pair,
                               __global const float *stat, ulong stat_off, int stat_is_var,
                               float eps, __global const float *gamma, __global const float *beta,
                               int use_scale, int use_shift, int act) {
-    const ulong rr = get_global_id(1);
-    if (rr >= N * C)
-        return;
-    const ulong n = rr / C, c = rr - n * C; /* once per item, not per element */
-    const float hi = use_pair ? shift[2 * c] : mean[mean_off + c];
-    const float lo = use_pair ? shift[2 * c + 1] : 0.0f;
-    const float a =
-        (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-    const float b = use_shift ? beta[c] : 0.0f;
-    const ulong row = n * C * HW + c * HW;
     ulong start, stop, step;
     clbn_item_range(0, HW / CLBN_VEC, get_global_id(0), get_global_size(0), blocked, &start, &stop,
                     &step);
-    for (ulong v = start; v < stop; v += step) {
-        const ulong o = row + v * CLBN_VEC;
-        VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
+    for (ulong rr = get_global_id(1); rr < N * C; rr += get_global_size(1)) {
+        const ulong n = rr / C, c = rr - n * C; /* once per row, not per element */
+        const float hi = use_pair ? shift[2 * c] : mean[mean_off + c];
+        const float lo = use_pair ? shift[2 * c + 1] : 0.0f;
+        const float a =
+            (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+        const float b = use_shift ? beta[c] : 0.0f;
+        const ulong row = rr * HW;
+        for (ulong v = start; v < stop; v += step) {
+            const ulong o = row + v * CLBN_VEC;
+            VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
+        }
     }
 }
 
-/* NHWC / NC: range dim0 = items of cpi channel vectors, dim1 = items sharing the R = N*H*W
- * rows. */
+/* NHWC / NC: range dim0 = items of CLBN_CPI channel vectors, dim1 = items sharing the
+ * R = N*H*W rows. */
 __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global float *y, ulong y_off,
-                              ulong R, ulong C, int blocked, uint cpi, __global const float *mean,
+                              ulong R, ulong C, int blocked, __global const float *mean,
                               ulong mean_off, __global const float *shift, int use_pair,
                               __global const float *stat, ulong stat_off, int stat_is_var,
                               float eps, __global const float *gamma, __global const float *beta,
                               int use_scale, int use_shift, int act) {
-    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * CLBN_CPI;
     if (ci0 >= cv)
         return;
-    const uint nk = (uint)min((ulong)cpi, cv - ci0);
-    vfloat hi[CLBN_CPI_MAX], lo[CLBN_CPI_MAX], a[CLBN_CPI_MAX], b[CLBN_CPI_MAX];
-    for (uint k = 0; k < nk; k++) {
-        const ulong c0 = (ci0 + k) * CLBN_VEC;
+    const uint nk = (uint)min((ulong)CLBN_CPI, cv - ci0);
+    vfloat hi[CLBN_CPI], lo[CLBN_CPI], a[CLBN_CPI], b[CLBN_CPI];
+    for (uint k = 0; k < CLBN_CPI; k++) {
+        const ulong c0 = (ci0 + (k < nk ? k : 0)) * CLBN_VEC; /* a dead slot repeats the first */
         float th[CLBN_VEC], tl[CLBN_VEC];
         for (int j = 0; j < CLBN_VEC; j++) {
             th[j] = use_pair ? shift[2 * (c0 + j)] : mean[mean_off + c0 + j];
@@ -61,8 +62,9 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
     for (ulong r = start; r < stop; r += step)
-        for (uint k = 0; k < nk; k++) {
-            const ulong o = r * C + k * CLBN_VEC;
-            VSTORE(clbn_activate(((VLOAD(xc + o) - hi[k]) - lo[k]) * a[k] + b[k], act), yc + o);
-        }
+        for (uint k = 0; k < CLBN_CPI; k++)
+            if (k < nk) {
+                const ulong o = r * C + k * CLBN_VEC;
+                VSTORE(clbn_activate(((VLOAD(xc + o) - hi[k]) - lo[k]) * a[k] + b[k], act), yc + o);
+            }
 }

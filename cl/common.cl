@@ -12,9 +12,12 @@
 #define CLBN_RUN 128
 #endif
 
-/* NHWC: most channel vectors one work-item handles (cpi, a run-time argument up to this). A
- * CPU item takes whole rows, so it streams memory; a GPU item takes one (cpi = 1). */
-#define CLBN_CPI_MAX 8
+/* NHWC: channel vectors per work-item, a compile-time program variant (1, 2, 4 or 8) so the
+ * per-channel arrays below have a constant size and stay in registers. A CPU item takes whole
+ * rows (several vectors), so it streams memory; a GPU item takes one. */
+#ifndef CLBN_CPI
+#define CLBN_CPI 1
+#endif
 
 #define CLBN_CAT_(a, b) a##b
 #define CLBN_CAT(a, b) CLBN_CAT_(a, b)
@@ -140,6 +143,54 @@ inline void clbn_welford_add(clbn_welford *w, vfloat d) {
         clbn_welford_flush(w);
 }
 
+/* Backward sums of dz and dz*xhat per lane: runs of at most CLBN_RUN values summed plainly,
+ * each finished run added into a Kahan-compensated total, so no fp32 running sum grows over
+ * more than CLBN_RUN terms (DESIGN.md: the forward's bounded-run rule). The count is shared
+ * by the lanes, as in clbn_welford. */
+typedef struct {
+    uint run_n;
+    vfloat ra, rb, ta, tb, ca, cb;
+} clbn_sums;
+
+inline void clbn_sums_init(clbn_sums *s) {
+    s->run_n = 0;
+    s->ra = s->rb = s->ta = s->tb = s->ca = s->cb = (vfloat)(0.0f);
+}
+
+inline void clbn_kahan_add(vfloat *t, vfloat *c, vfloat v) {
+    vfloat y = v - *c;
+    vfloat u = *t + y;
+    *c = (u - *t) - y;
+    *t = u;
+}
+
+inline void clbn_sums_flush(clbn_sums *s) {
+    clbn_kahan_add(&s->ta, &s->ca, s->ra);
+    clbn_kahan_add(&s->tb, &s->cb, s->rb);
+    s->ra = s->rb = (vfloat)(0.0f);
+    s->run_n = 0;
+}
+
+/* Adds one value per lane; the caller counts the run with clbn_sums_step when it has added a
+ * value to every accumulator that shares the count. */
+inline void clbn_sums_add(clbn_sums *s, vfloat a, vfloat b) {
+    s->ra += a;
+    s->rb += b;
+}
+
+inline void clbn_sums_step(clbn_sums *s) {
+    if (++s->run_n == CLBN_RUN)
+        clbn_sums_flush(s);
+}
+
+/* The compensated totals, after a final flush. */
+inline vfloat clbn_sums_a(clbn_sums *s) {
+    return s->ta - s->ca;
+}
+inline vfloat clbn_sums_b(clbn_sums *s) {
+    return s->tb - s->cb;
+}
+
 /* Lane j of a vector, for the lane loops that run once per item (not per element). */
 inline float clbn_lane(vfloat v, int j) {
 #if CLBN_VEC == 1
@@ -165,6 +216,12 @@ inline float clbn_sum_lanes(vfloat v) {
     return s;
 #endif
 }
+
+/* CLBN_REGION_END. PoCL 3.1 may run work-item 0 twice through the code that precedes a loop
+ * holding barriers (the trees below): seen as a channel count of 72 for 64 values once the
+ * per-channel loops had constant bounds. Every reduction therefore ends its accumulation loop
+ * with a barrier of its own, so what precedes a tree is only a final flush and stores to local
+ * memory, which give the same result when repeated. */
 
 /* Tree merge of moments over `size` slots at base + i*stride (+ lane j < lanes), i in
  * [0, size), into slot base. Every item of the group calls it (barriers inside, in a single

@@ -10,8 +10,9 @@
         __global const float *rv_in, __global float *rm_out, __global float *rv_out,               \
         __global float *shift
 
-/* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = split groups of local
- * size wg, dim1 = C (one group row per channel). Requires HW % CLBN_VEC == 0. */
+/* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = C groups of local size wg
+ * (one per channel: dimension 0 holds the most groups on every device), dim1 = the split
+ * groups of each channel. Requires HW % CLBN_VEC == 0. */
 __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulong C, ulong HW,
                               ulong chunk, int blocked, __local ulong *ln, __local float *lm,
                               __local float *lM, int final_step, __global ulong *pn,
@@ -19,7 +20,7 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
                               __global float *y, ulong y_off, __global const float *gamma,
                               __global const float *beta, int use_scale, int use_shift, int act) {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const ulong g = get_group_id(0), split = get_num_groups(0), c = get_group_id(1);
+    const ulong c = get_group_id(0), g = get_group_id(1), split = get_num_groups(1);
     const ulong HWv = HW / CLBN_VEC, CHW = C * HW;
     const ulong total = N * HWv;
     const ulong begin = min(g * chunk, total), end = min(begin + chunk, total);
@@ -34,6 +35,7 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     clbn_cursor_init(&k, start, stop, step, HWv);
     for (; k.q < k.end; clbn_cursor_next(&k))
         clbn_welford_add(&w, VLOAD(x + xbase + k.row * CHW + k.col * CLBN_VEC) - pivot);
+    barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     clbn_welford_flush(&w);
 
     ulong n = 0;
@@ -77,43 +79,45 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     }
 }
 
-/* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = items of cpi channel
- * vectors (CLBN_VEC channels each; local size cw), dim1 = split groups of rows (local size rw).
- * Requires C % CLBN_VEC == 0. Local arrays hold cpi * CLBN_VEC lanes per item. */
+/* NHWC (and NC): the C channels of a row are contiguous. Range: dim0 = items of CLBN_CPI
+ * channel vectors (CLBN_VEC channels each; local size cw), dim1 = split groups of rows (local
+ * size rw). Requires C % CLBN_VEC == 0. Local arrays hold CLBN_CPI * CLBN_VEC lanes per item,
+ * then cw * lanes coefficient slots. */
 __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C, ulong chunk,
-                              int blocked, uint cpi, __local ulong *ln, __local float *lm,
-                              __local float *lM, int final_step, __global ulong *pn,
-                              __global float *pm, __global float *pM, CLBN_FINISH_ARGS, int apply,
-                              __global float *y, ulong y_off, __global const float *gamma,
-                              __global const float *beta, int use_scale, int use_shift, int act) {
+                              int blocked, __local ulong *ln, __local float *lm, __local float *lM,
+                              int final_step, __global ulong *pn, __global float *pm,
+                              __global float *pM, CLBN_FINISH_ARGS, int apply, __global float *y,
+                              ulong y_off, __global const float *gamma, __global const float *beta,
+                              int use_scale, int use_shift, int act) {
     const uint l0 = get_local_id(0), cw = get_local_size(0);
     const uint l1 = get_local_id(1), rw = get_local_size(1);
     const ulong g = get_group_id(1), split = get_num_groups(1);
-    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * cpi;
-    const uint nk = ci0 < cv ? (uint)min((ulong)cpi, cv - ci0) : 0;
-    const uint lanes = cpi * CLBN_VEC;
+    const ulong cv = C / CLBN_VEC, ci0 = get_global_id(0) * CLBN_CPI;
+    const uint nk = ci0 < cv ? (uint)min((ulong)CLBN_CPI, cv - ci0) : 0;
+    const uint lanes = CLBN_CPI * CLBN_VEC;
     const ulong begin = min(g * chunk, R), end = min(begin + chunk, R);
     const __global float *xc = x + x_off + ci0 * CLBN_VEC;
 
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
-    clbn_welford w[CLBN_CPI_MAX];
-    vfloat pivot[CLBN_CPI_MAX];
-    for (uint k = 0; k < nk; k++) {
+    clbn_welford w[CLBN_CPI];
+    vfloat pivot[CLBN_CPI];
+    for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_welford_init(&w[k]);
-        pivot[k] = VLOAD(xc + k * CLBN_VEC);
+        pivot[k] = k < nk ? VLOAD(xc + k * CLBN_VEC) : (vfloat)(0.0f);
     }
     for (ulong r = start; r < stop; r += step)
-        for (uint k = 0; k < nk; k++)
-            clbn_welford_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
+        for (uint k = 0; k < CLBN_CPI; k++)
+            if (k < nk)
+                clbn_welford_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
+    barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
-    for (uint k = 0; k < cpi; k++) {
-        if (k < nk)
-            clbn_welford_flush(&w[k]);
+    for (uint k = 0; k < CLBN_CPI; k++) {
+        clbn_welford_flush(&w[k]);
         for (int j = 0; j < CLBN_VEC; j++) {
-            ln[slot + k * CLBN_VEC + j] = k < nk ? w[k].tot_n : 0;
-            lm[slot + k * CLBN_VEC + j] = k < nk ? clbn_lane(w[k].tot_mean, j) : 0.0f;
-            lM[slot + k * CLBN_VEC + j] = k < nk ? clbn_lane(w[k].tot_m2, j) : 0.0f;
+            ln[slot + k * CLBN_VEC + j] = w[k].tot_n;
+            lm[slot + k * CLBN_VEC + j] = clbn_lane(w[k].tot_mean, j);
+            lM[slot + k * CLBN_VEC + j] = clbn_lane(w[k].tot_m2, j);
         }
     }
     clbn_tree_moments(ln, lm, lM, l0 * lanes, cw * lanes, lanes, l1, rw);
@@ -141,24 +145,26 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     barrier(CLK_LOCAL_MEM_FENCE);
     if (!apply || nk == 0)
         return;
-    vfloat hi[CLBN_CPI_MAX], lo[CLBN_CPI_MAX], a[CLBN_CPI_MAX], b[CLBN_CPI_MAX];
-    for (uint k = 0; k < nk; k++) {
+    vfloat hi[CLBN_CPI], lo[CLBN_CPI], a[CLBN_CPI], b[CLBN_CPI];
+    for (uint k = 0; k < CLBN_CPI; k++) {
         float th[CLBN_VEC], tl[CLBN_VEC];
         const uint s = l0 * lanes + k * CLBN_VEC;
+        const int live = k < nk;
         for (int j = 0; j < CLBN_VEC; j++)
-            clbn_mean_pair(clbn_lane(pivot[k], j), lm[s + j], &th[j], &tl[j]);
+            clbn_mean_pair(clbn_lane(pivot[k], j), live ? lm[s + j] : 0.0f, &th[j], &tl[j]);
         hi[k] = VLOAD(th);
         lo[k] = VLOAD(tl);
-        a[k] = VLOAD(lM + out + s);
-        b[k] = use_shift ? VLOAD(beta + (ci0 + k) * CLBN_VEC) : (vfloat)(0.0f);
+        a[k] = live ? VLOAD(lM + out + s) : (vfloat)(0.0f);
+        b[k] = live && use_shift ? VLOAD(beta + (ci0 + k) * CLBN_VEC) : (vfloat)(0.0f);
     }
     __global float *yc = y + y_off + ci0 * CLBN_VEC;
     for (ulong r = start; r < stop; r += step)
-        for (uint k = 0; k < nk; k++) {
-            vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);
-            VSTORE(clbn_activate(((v - hi[k]) - lo[k]) * a[k] + b[k], act),
-                   yc + r * C + k * CLBN_VEC);
-        }
+        for (uint k = 0; k < CLBN_CPI; k++)
+            if (k < nk) {
+                vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);
+                VSTORE(clbn_activate(((v - hi[k]) - lo[k]) * a[k] + b[k], act),
+                       yc + r * C + k * CLBN_VEC);
+            }
 }
 
 /* Combines the split partial moments of each channel in group order (deterministic) and

@@ -19,8 +19,10 @@ void clbn_bn_options_init(clbn_bn_options *o) {
 clbn_status clbn_check_options(const clbn_bn_options *o) {
     if (o->channels == 0)
         return clbn_fail(CLBN_ERROR_INVALID_SHAPE, "options.channels is 0: set the channel count");
-    if (o->channels > ((uint64_t)1 << 40))
-        return clbn_fail(CLBN_ERROR_INVALID_SHAPE, "options.channels = %llu is too large",
+    if (o->channels > CLBN_MAX_GROUPS_DIM0)
+        return clbn_fail(CLBN_ERROR_INVALID_SHAPE,
+                         "options.channels = %llu is too large: at most 2^31 - 1 (one work-group "
+                         "per channel in grid dimension 0, NVIDIA's ceiling there)",
                          (unsigned long long)o->channels);
     if (!(o->eps > 0.0f) || !isfinite(o->eps))
         return clbn_fail(CLBN_ERROR_INVALID_OPTION, "options.eps = %g: must be finite and > 0",
@@ -45,30 +47,41 @@ const char *clbn_vector_name(clbn_vector v) {
     return ((int)v >= 0 && v < CLBN_VECTOR_COUNT) ? names[v] : "unknown";
 }
 
+/* Sets every element of a vector to value with a blocking write from the host rather than
+ * clEnqueueFillBuffer: a simulator's uninitialized-memory check (Oclgrind 21.10) does not count
+ * a fill as a write, and the vectors are only C floats. */
 static clbn_status fill(clbn_bn *bn, cl_mem buf, float value) {
-    cl_int err = clEnqueueFillBuffer(bn->ctx->queue, buf, &value, sizeof value, 0,
-                                     bn->opt.channels * sizeof(float), 0, NULL, NULL);
+    size_t C = (size_t)bn->opt.channels;
+    float *host = malloc(C * sizeof *host);
+    if (!host)
+        return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory filling a vector");
+    for (size_t c = 0; c < C; c++)
+        host[c] = value;
+    cl_int err = clbn_cl.clEnqueueWriteBuffer(bn->ctx->queue, buf, CL_TRUE, 0, C * sizeof *host,
+                                              host, 0, NULL, NULL);
+    free(host);
     if (err != CL_SUCCESS)
-        return clbn_fail((clbn_status)err, "clEnqueueFillBuffer failed");
+        return clbn_fail((clbn_status)err, "initializing a vector failed");
     return CLBN_SUCCESS;
 }
 
 void clbn_bn_release(clbn_bn *bn) {
     if (!bn)
         return;
-    clFinish(bn->ctx->queue);
-    for (int v = 0; v < CLBN_VEC_VARIANTS; v++)
+    clbn_cl.clFinish(bn->ctx->queue);
+    for (int v = 0; v < CLBN_VARIANTS; v++)
         for (int k = 0; k < CLBN_K_COUNT; k++)
             if (bn->kernels[v][k])
-                clReleaseKernel(bn->kernels[v][k]);
-    cl_mem *all[] = {&bn->run_alt[0], &bn->run_alt[1], &bn->tmp_stats[0], &bn->tmp_stats[1],
-                     &bn->shift,      &bn->scratch_n,  &bn->scratch_a,    &bn->scratch_b};
+                clbn_cl.clReleaseKernel(bn->kernels[v][k]);
+    cl_mem *all[] = {&bn->run_alt[0],   &bn->run_alt[1],   &bn->saved_alt[0], &bn->saved_alt[1],
+                     &bn->tmp_stats[0], &bn->tmp_stats[1], &bn->shift,        &bn->scratch_n,
+                     &bn->scratch_a,    &bn->scratch_b};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (*all[i])
-            clReleaseMemObject(*all[i]);
+            clbn_cl.clReleaseMemObject(*all[i]);
     for (int i = 0; i < CLBN_VECTOR_COUNT; i++)
         if (bn->vec[i])
-            clReleaseMemObject(bn->vec[i]);
+            clbn_cl.clReleaseMemObject(bn->vec[i]);
     free(bn);
 }
 
@@ -91,18 +104,20 @@ clbn_status clbn_bn_create(clbn_context *ctx, const clbn_bn_options *options, cl
     bn->opt = *options;
     size_t bytes = (size_t)options->channels * sizeof(float);
     cl_int err = CL_SUCCESS;
-    cl_mem *bufs[CLBN_VECTOR_COUNT + 4];
+    cl_mem *bufs[CLBN_VECTOR_COUNT + 6];
     size_t nb = 0;
     for (int i = 0; i < CLBN_VECTOR_COUNT; i++)
         bufs[nb++] = &bn->vec[i];
     bufs[nb++] = &bn->run_alt[0];
     bufs[nb++] = &bn->run_alt[1];
+    bufs[nb++] = &bn->saved_alt[0];
+    bufs[nb++] = &bn->saved_alt[1];
     bufs[nb++] = &bn->tmp_stats[0];
     bufs[nb++] = &bn->tmp_stats[1];
     for (size_t i = 0; i < nb && err == CL_SUCCESS; i++)
-        *bufs[i] = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+        *bufs[i] = clbn_cl.clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err == CL_SUCCESS)
-        bn->shift = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, 2 * bytes, NULL, &err);
+        bn->shift = clbn_cl.clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, 2 * bytes, NULL, &err);
     if (err != CL_SUCCESS) {
         clbn_bn_release(bn);
         return clbn_fail((clbn_status)err, "allocating the state's vectors (%zu bytes each) failed",
@@ -111,7 +126,7 @@ clbn_status clbn_bn_create(clbn_context *ctx, const clbn_bn_options *options, cl
     const float init[CLBN_VECTOR_COUNT] = {1.0f, 0.0f, 0.0f, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f};
     for (int i = 0; i < CLBN_VECTOR_COUNT && st == CLBN_SUCCESS; i++)
         st = fill(bn, bn->vec[i], init[i]);
-    if (st == CLBN_SUCCESS && clFinish(ctx->queue) != CL_SUCCESS)
+    if (st == CLBN_SUCCESS && clbn_cl.clFinish(ctx->queue) != CL_SUCCESS)
         st = clbn_fail(CLBN_ERROR_INTERNAL, "clFinish failed initializing the state");
     if (st != CLBN_SUCCESS) {
         clbn_bn_release(bn);
@@ -168,8 +183,8 @@ clbn_status clbn_bn_read_vector(clbn_bn *bn, clbn_vector v, float *host, uint64_
     clbn_status st = check_copy(bn, v, host, count);
     if (st != CLBN_SUCCESS)
         return st;
-    cl_int err = clEnqueueReadBuffer(bn->ctx->queue, bn->vec[v], CL_TRUE, 0, count * sizeof(float),
-                                     host, 0, NULL, NULL);
+    cl_int err = clbn_cl.clEnqueueReadBuffer(bn->ctx->queue, bn->vec[v], CL_TRUE, 0,
+                                             count * sizeof(float), host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "reading %s failed", clbn_vector_name(v));
     return CLBN_SUCCESS;
@@ -180,8 +195,8 @@ clbn_status clbn_bn_write_vector(clbn_bn *bn, clbn_vector v, const float *host, 
     clbn_status st = check_copy(bn, v, host, count);
     if (st != CLBN_SUCCESS)
         return st;
-    cl_int err = clEnqueueWriteBuffer(bn->ctx->queue, bn->vec[v], CL_TRUE, 0, count * sizeof(float),
-                                      host, 0, NULL, NULL);
+    cl_int err = clbn_cl.clEnqueueWriteBuffer(bn->ctx->queue, bn->vec[v], CL_TRUE, 0,
+                                              count * sizeof(float), host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "writing %s failed", clbn_vector_name(v));
     return CLBN_SUCCESS;
@@ -212,7 +227,7 @@ clbn_status clbn_bn_reset_running_stats(clbn_bn *bn) {
     clbn_status st = fill(bn, bn->vec[CLBN_VECTOR_RUNNING_MEAN], 0.0f);
     if (st == CLBN_SUCCESS)
         st = fill(bn, bn->vec[CLBN_VECTOR_RUNNING_VAR], 1.0f);
-    if (st == CLBN_SUCCESS && clFinish(bn->ctx->queue) != CL_SUCCESS)
+    if (st == CLBN_SUCCESS && clbn_cl.clFinish(bn->ctx->queue) != CL_SUCCESS)
         st = clbn_fail(CLBN_ERROR_INTERNAL, "clFinish failed resetting the running statistics");
     if (st == CLBN_SUCCESS)
         bn->t = 0;
@@ -256,7 +271,7 @@ clbn_status clbn_bn_kernel(clbn_bn *bn, int variant, clbn_kernel_id id, cl_kerne
         if (st != CLBN_SUCCESS)
             return st;
         cl_int err = CL_SUCCESS;
-        bn->kernels[variant][id] = clCreateKernel(prog, clbn_kernel_names[id], &err);
+        bn->kernels[variant][id] = clbn_cl.clCreateKernel(prog, clbn_kernel_names[id], &err);
         if (err != CL_SUCCESS) {
             bn->kernels[variant][id] = NULL;
             return clbn_fail((clbn_status)err, "clCreateKernel(%s) failed", clbn_kernel_names[id]);

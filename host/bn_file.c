@@ -2,6 +2,7 @@
  * options, t, every vector and an FNV-1a checksum, written atomically. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,9 +111,13 @@ clbn_status clbn_bn_load(clbn_context *ctx, const char *path, clbn_bn **out) {
         o.factor = u2f(clbn_get_u32(buf + 28));
         o.flags = clbn_get_u32(buf + 32);
         o.activation = (clbn_activation)clbn_get_u32(buf + 36);
-        if (clbn_check_options(&o) != CLBN_SUCCESS)
-            st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s holds invalid options: %s", path,
-                           clbn_last_error_message());
+        if (clbn_check_options(&o) != CLBN_SUCCESS) {
+            /* The message is this thread's error buffer, which clbn_fail writes: copy it out
+             * first (passing it to the vsnprintf that writes the buffer is undefined). */
+            char why[256];
+            snprintf(why, sizeof why, "%s", clbn_last_error_message());
+            st = clbn_fail(CLBN_ERROR_FILE_CORRUPT, "%s holds invalid options: %s", path, why);
+        }
     }
     clbn_bn *bn = NULL;
     if (st == CLBN_SUCCESS)

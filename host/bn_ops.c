@@ -12,7 +12,7 @@
 typedef struct plan {
     clbn_plan pub;
     int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
-    int variant;  /* log2 of the vector width */
+    int variant;  /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
     int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
     uint32_t cpi; /* NHWC: channel vectors per work-item */
     uint64_t N, C, HW, R, m;
@@ -20,7 +20,8 @@ typedef struct plan {
     size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */
     size_t r_extra;                          /* local slots after the tree's (coefficients) */
     size_t e_local[2], e_global[2];          /* elementwise range */
-    int reduce, fused;
+    size_t m_local, m_global;                /* merge range (one item per channel) */
+    int reduce, fused, backward;
     uint64_t scratch_n, scratch_a, scratch_b; /* elements */
 } plan;
 
@@ -36,11 +37,45 @@ static uint64_t max_u64(uint64_t a, uint64_t b) {
 static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi) {
     return v < lo ? lo : (v > hi ? hi : v);
 }
+static uint32_t floor_pow2_u32(uint64_t v, uint32_t cap) {
+    uint32_t p = 1;
+    while ((uint64_t)p * 2 <= v && p * 2 <= cap)
+        p *= 2;
+    return p;
+}
+static int log2_u32(uint32_t v) {
+    int l = 0;
+    while ((1u << l) < v)
+        l++;
+    return l;
+}
+
+/* Local bytes of the reduction kernels: the statistics kernel holds a ulong count and two
+ * floats per slot and lane, plus two floats per coefficient slot; the backward two floats. */
+static uint64_t reduce_local_bytes(int backward, uint64_t lanes, uint64_t extra) {
+    return backward ? 8 * lanes : 16 * lanes + 8 * extra;
+}
+
+/* A kernel's work-group ceiling: the device's, the kernel's own, and the override. */
+static uint64_t kernel_wg(const clbn_limits *lim, const clbn_kernel_info *ki) {
+    uint64_t w =
+        min_u64(lim->max_work_group_size ? lim->max_work_group_size : 1, ki->work_group_size);
+    if (lim->kernel_work_group_size)
+        w = min_u64(w, lim->kernel_work_group_size);
+    return max_u64(w, 1);
+}
+
+static clbn_status plan_kernel(const clbn_bn *bn, const plan *p, clbn_kernel_id id,
+                               clbn_kernel_info *ki) {
+    return clbn_context_kernel_info(bn->ctx, p->variant, id, ki);
+}
 
 /* Work-group sizes and targets per kind of device. A GPU wants wide interleaved groups and
  * many of them; a CPU (PoCL runs one group per core at a time) wants few items, each streaming
- * a contiguous run. */
-static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p) {
+ * a contiguous run. Every plan keeps within the device's and each kernel's work-group limit,
+ * the local memory (counting every byte the kernel asks for and its own), and the groups a
+ * grid dimension holds. */
+static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p) {
     const clbn_limits *lim = &bn->ctx->limits;
     const int gpu = lim->device_type == CLBN_DEVICE_KIND_GPU;
     memset(p, 0, sizeof *p);
@@ -55,102 +90,161 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
     uint32_t W = lim->vector_width ? lim->vector_width : 1;
     while (W > 1 && inner % W)
         W >>= 1;
-    p->variant = 0;
-    while ((1u << p->variant) < W)
-        p->variant++;
     /* NHWC on a CPU: an item handles up to 8 channel vectors (whole rows of up to 128
-     * channels), since items reading 64 bytes of every row run at 40% of a copy. */
-    p->cpi = (p->nhwc && !gpu) ? (uint32_t)min_u64(8, p->C / W) : 1;
-    const uint64_t maxwg = lim->max_work_group_size ? lim->max_work_group_size : 1;
+     * channels), since items reading 64 bytes of every row run at 40% of a copy. A GPU item
+     * takes one, so its arrays stay in registers. */
+    p->cpi = (p->nhwc && !gpu) ? floor_pow2_u32(p->C / W, 8) : 1;
+    p->variant = log2_u32(W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
     const uint64_t cu = lim->compute_units ? lim->compute_units : 1;
     const uint64_t target = 4 * cu; /* work-groups that keep the device busy */
-    const uint64_t wg_target = min_u64(gpu ? 256 : 8, maxwg);
-    /* Bytes of local memory per reduction slot and lane: ulong count + 2 floats. */
-    const uint64_t local_per_slot = 16;
-    const uint64_t local_cap = max_u64(lim->local_mem_size, local_per_slot * W);
+    const uint64_t gmax1 = lim->max_groups_per_dim ? lim->max_groups_per_dim : 65535;
 
     p->reduce = op == CLBN_OP_FORWARD_TRAIN || op == CLBN_OP_BACKWARD ||
                 op == CLBN_OP_BACKWARD_FROZEN ||
                 (op == CLBN_OP_FORWARD_INFER && !(bn->opt.flags & CLBN_TRACK_RUNNING_STATS));
-    const int backward = op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN;
+    p->backward = op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN;
+    const int backward = p->backward;
+    clbn_plan *pub = &p->pub;
+    clbn_kernel_info ki_e, ki_r, ki_m;
+    clbn_status st = plan_kernel(bn, p,
+                                 backward ? (p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW)
+                                          : (p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW),
+                                 &ki_e);
+    if (st != CLBN_SUCCESS)
+        return st;
 
     /* Reduction range. */
     uint64_t groups_per_split = 1, slice_bytes = 0;
-    if (!p->nhwc) {
-        uint64_t wg = min_u64(wg_target, local_cap / local_per_slot);
-        uint64_t total = p->N * (p->HW / W);
-        uint64_t split = 1;
-        if (p->C < target)
-            split = clamp_u64(ceil_div(target, p->C), 1, max_u64(1, ceil_div(total, wg * 8)));
-        p->chunk = ceil_div(total, split);
-        p->split = ceil_div(total, p->chunk);
-        p->r_local[0] = wg;
-        p->r_local[1] = 1;
-        p->r_global[0] = wg * p->split;
-        p->r_global[1] = p->C;
-        p->r_lanes = wg;
-        p->r_extra = 1;
-        groups_per_split = p->C;
-        slice_bytes = p->m * 4;
-    } else {
-        /* Items of cpi channel vectors: x_items of them cover a row. */
-        const uint64_t cv = p->C / W, lanes = p->cpi * W, x_items = ceil_div(cv, p->cpi);
-        uint64_t cw = min_u64(min_u64(x_items, gpu ? 64 : 16), maxwg);
-        uint64_t rw = max_u64(1, wg_target / cw);
-        while (rw > 1 && cw * rw * lanes * local_per_slot > local_cap)
-            rw >>= 1;
-        while (cw > 1 && cw * rw * lanes * local_per_slot > local_cap)
-            cw >>= 1;
-        uint64_t cb = ceil_div(x_items, cw);
-        uint64_t split = 1;
-        if (cb < target)
-            split = clamp_u64(ceil_div(target, cb), 1, max_u64(1, ceil_div(p->R, rw * 8)));
-        p->chunk = ceil_div(p->R, split);
-        p->split = ceil_div(p->R, p->chunk);
-        p->r_local[0] = cw;
-        p->r_local[1] = rw;
-        p->r_global[0] = cb * cw;
-        p->r_global[1] = rw * p->split;
-        p->r_lanes = cw * rw * lanes;
-        p->r_extra = cw * lanes;
-        groups_per_split = cb;
-        slice_bytes = p->R * cw * lanes * 4;
-    }
-    if (p->reduce && p->split == 1) {
-        uint64_t arrays = backward ? (bn->opt.activation ? 3 : 2) : 1;
-        uint64_t resident = slice_bytes * arrays * min_u64(groups_per_split, cu);
-        p->fused = resident <= lim->cache_size / 2;
+    if (p->reduce) {
+        st = plan_kernel(bn, p,
+                         backward ? (p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW)
+                                  : (p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW),
+                         &ki_r);
+        if (st == CLBN_SUCCESS)
+            st = plan_kernel(bn, p, backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
+        if (st != CLBN_SUCCESS)
+            return st;
+        const uint64_t kwg = kernel_wg(lim, &ki_r);
+        const uint64_t wg_target = min_u64(gpu ? 256 : 8, kwg);
+        const uint64_t budget =
+            lim->local_mem_size > ki_r.local_bytes ? lim->local_mem_size - ki_r.local_bytes : 0;
+        if (!p->nhwc) {
+            const uint64_t per = reduce_local_bytes(backward, 1, 0);
+            const uint64_t extra = reduce_local_bytes(backward, 0, 1);
+            uint64_t wg = budget > extra ? min_u64(wg_target, (budget - extra) / per) : 0;
+            if (wg == 0)
+                return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                                 "the device's local memory (%llu bytes, %llu of them the "
+                                 "kernel's own) cannot hold one work-item's moments",
+                                 (unsigned long long)lim->local_mem_size,
+                                 (unsigned long long)ki_r.local_bytes);
+            uint64_t total = p->N * (p->HW / W);
+            uint64_t split = 1;
+            if (p->C < target)
+                split = clamp_u64(ceil_div(target, p->C), 1, max_u64(1, ceil_div(total, wg * 8)));
+            split = min_u64(split, gmax1);
+            p->chunk = ceil_div(total, split);
+            p->split = ceil_div(total, p->chunk);
+            p->r_local[0] = wg;
+            p->r_local[1] = 1;
+            p->r_global[0] = wg * p->C; /* one group per channel in dimension 0 */
+            p->r_global[1] = p->split;
+            p->r_lanes = wg;
+            p->r_extra = backward ? 0 : 1;
+            pub->groups[0] = p->C;
+            pub->groups[1] = p->split;
+            groups_per_split = p->C;
+            slice_bytes = p->m * 4;
+        } else {
+            /* Items of cpi channel vectors: x_items of them cover a row. */
+            const uint64_t cv = p->C / W, lanes = p->cpi * W, x_items = ceil_div(cv, p->cpi);
+            uint64_t cw = min_u64(min_u64(x_items, gpu ? 64 : 16), kwg);
+            uint64_t rw = max_u64(1, wg_target / cw);
+            while (rw > 1 && reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
+                rw >>= 1;
+            while (cw > 1 && reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
+                cw >>= 1;
+            if (reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
+                return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                                 "the device's local memory (%llu bytes, %llu of them the "
+                                 "kernel's own) cannot hold one work-item's moments of %llu "
+                                 "channels",
+                                 (unsigned long long)lim->local_mem_size,
+                                 (unsigned long long)ki_r.local_bytes, (unsigned long long)lanes);
+            uint64_t cb = ceil_div(x_items, cw);
+            uint64_t split = 1;
+            if (cb < target)
+                split = clamp_u64(ceil_div(target, cb), 1, max_u64(1, ceil_div(p->R, rw * 8)));
+            split = min_u64(split, gmax1);
+            p->chunk = ceil_div(p->R, split);
+            p->split = ceil_div(p->R, p->chunk);
+            p->r_local[0] = cw;
+            p->r_local[1] = rw;
+            p->r_global[0] = cb * cw;
+            p->r_global[1] = rw * p->split;
+            p->r_lanes = cw * rw * lanes;
+            p->r_extra = backward ? 0 : cw * lanes;
+            pub->groups[0] = cb;
+            pub->groups[1] = p->split;
+            groups_per_split = cb;
+            slice_bytes = p->R * cw * lanes * 4;
+        }
+        pub->local_bytes = reduce_local_bytes(backward, p->r_lanes, p->r_extra) + ki_r.local_bytes;
+        pub->private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
+        if (p->split == 1) {
+            uint64_t arrays = backward ? (bn->opt.activation ? 3 : 2) : 1;
+            uint64_t resident = slice_bytes * arrays * min_u64(groups_per_split, cu);
+            p->fused = resident <= lim->cache_size / 2;
+        } else {
+            p->m_local = (size_t)min_u64(64, kernel_wg(lim, &ki_m));
+            p->m_global = (size_t)(ceil_div(p->C, p->m_local) * p->m_local);
+        }
     }
 
-    /* Elementwise range. */
+    /* Elementwise range; dimension 1 stays within the groups ceiling (the kernels loop). */
+    const uint64_t kwg_e = kernel_wg(lim, &ki_e);
+    uint64_t e_groups[2];
     if (!p->nhwc) {
         uint64_t rows = p->N * p->C, hwv = p->HW / W;
         if (gpu) {
-            p->e_local[0] = min_u64(hwv, min_u64(256, maxwg));
+            p->e_local[0] = min_u64(hwv, min_u64(256, kwg_e));
             p->e_local[1] = 1;
-            p->e_global[0] = p->e_local[0];
-            p->e_global[1] = rows;
+            e_groups[0] = 1;
+            e_groups[1] = min_u64(rows, gmax1);
         } else {
-            uint64_t l1 = min_u64(16, maxwg);
-            uint64_t g0 = clamp_u64(ceil_div(target * 4, rows), 1, max_u64(1, hwv / 256));
+            uint64_t l1 = min_u64(16, kwg_e);
             p->e_local[0] = 1;
             p->e_local[1] = l1;
-            p->e_global[0] = g0;
-            p->e_global[1] = ceil_div(rows, l1) * l1;
+            e_groups[0] = clamp_u64(ceil_div(target * 4, rows), 1, max_u64(1, hwv / 256));
+            e_groups[1] = min_u64(ceil_div(rows, l1), gmax1);
         }
     } else {
         const uint64_t x_items = ceil_div(p->C / W, p->cpi);
-        uint64_t l0 = min_u64(min_u64(x_items, gpu ? 64 : 16), maxwg);
-        uint64_t l1 = gpu ? max_u64(1, min_u64(256, maxwg) / l0) : 1;
+        uint64_t l0 = min_u64(min_u64(x_items, gpu ? 64 : 16), kwg_e);
+        uint64_t l1 = gpu ? max_u64(1, min_u64(256, kwg_e) / l0) : 1;
         uint64_t cbs = ceil_div(x_items, l0);
         /* On a CPU an item takes whole rows (cpi up to 8 vectors) in tiles of 64: a stream. */
         uint64_t row_groups =
             gpu ? clamp_u64(ceil_div(target * 4, cbs), 1, ceil_div(p->R, l1)) : ceil_div(p->R, 64);
         p->e_local[0] = l0;
         p->e_local[1] = l1;
-        p->e_global[0] = cbs * l0;
-        p->e_global[1] = row_groups * l1;
+        e_groups[0] = cbs;
+        e_groups[1] = min_u64(row_groups, gmax1);
     }
+    p->e_global[0] = e_groups[0] * p->e_local[0];
+    p->e_global[1] = e_groups[1] * p->e_local[1];
+    if (!p->fused) {
+        pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
+        pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
+        pub->local_bytes = max_u64(pub->local_bytes, ki_e.local_bytes);
+        pub->private_bytes = max_u64(pub->private_bytes, ki_e.private_bytes);
+        if (p->reduce && p->split > 1)
+            pub->groups[0] = max_u64(pub->groups[0], p->m_global / p->m_local);
+    }
+    if (pub->groups[0] > CLBN_MAX_GROUPS_DIM0)
+        return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                         "the plan needs %llu work-groups in grid dimension 0, more than 2^31 - 1",
+                         (unsigned long long)pub->groups[0]);
 
     /* Scratch: split partials and the backward sums. */
     if (p->reduce) {
@@ -166,8 +260,8 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
         }
     }
 
-    clbn_plan *pub = &p->pub;
     pub->vector_width = W;
+    pub->channels_per_item = p->cpi;
     pub->split = p->reduce ? p->split : 1;
     pub->scratch_bytes = p->reduce ? p->scratch_n * 8 + (p->scratch_a + p->scratch_b) * 4 : 0;
     if (!p->reduce) {
@@ -187,6 +281,7 @@ static void make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *
             pub->kernels = 2;
         }
     }
+    return CLBN_SUCCESS;
 }
 
 const char *clbn_strategy_name(clbn_strategy s) {
@@ -259,9 +354,9 @@ static clbn_status check_buffer(const clbn_bn *bn, cl_mem mem, uint64_t offset, 
         return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "%s is NULL", name);
     size_t size = 0;
     cl_context mctx = NULL;
-    cl_int err = clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof size, &size, NULL);
+    cl_int err = clbn_cl.clGetMemObjectInfo(mem, CL_MEM_SIZE, sizeof size, &size, NULL);
     if (err == CL_SUCCESS)
-        err = clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof mctx, &mctx, NULL);
+        err = clbn_cl.clGetMemObjectInfo(mem, CL_MEM_CONTEXT, sizeof mctx, &mctx, NULL);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "%s is not a valid cl_mem buffer", name);
     if (mctx != bn->ctx->cl_ctx)
@@ -283,12 +378,14 @@ static clbn_status check_enqueue(const clbn_bn *bn, cl_command_queue queue, cl_u
                          wait_list ? "set" : "NULL");
     if (queue) {
         cl_context qctx = NULL;
-        cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+        cl_int err =
+            clbn_cl.clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
         if (err != CL_SUCCESS)
             return clbn_fail((clbn_status)err, "queue is not a valid command queue");
         if (qctx != bn->ctx->cl_ctx)
             return clbn_fail(CLBN_ERROR_INVALID_ARGUMENT,
                              "queue belongs to another cl_context than the clbn context's");
+        return clbn_check_in_order(queue, "queue");
     }
     return CLBN_SUCCESS;
 }
@@ -318,13 +415,13 @@ static clbn_status ensure_scratch(clbn_bn *bn, const plan *p) {
         if (*s[i].mem && *s[i].len >= s[i].need)
             continue;
         cl_int err = CL_SUCCESS;
-        cl_mem m =
-            clCreateBuffer(bn->ctx->cl_ctx, CL_MEM_READ_WRITE, s[i].need * s[i].elem, NULL, &err);
+        cl_mem m = clbn_cl.clCreateBuffer(bn->ctx->cl_ctx, CL_MEM_READ_WRITE, s[i].need * s[i].elem,
+                                          NULL, &err);
         if (err != CL_SUCCESS)
             return clbn_fail((clbn_status)err, "allocating %llu bytes of scratch failed",
                              (unsigned long long)(s[i].need * s[i].elem));
         if (*s[i].mem)
-            clReleaseMemObject(*s[i].mem); /* freed once queued work using it is done */
+            clbn_cl.clReleaseMemObject(*s[i].mem); /* freed once queued work using it is done */
         *s[i].mem = m;
         *s[i].len = s[i].need;
     }
@@ -342,7 +439,7 @@ typedef struct args {
 
 static void arg(args *a, size_t size, const void *value) {
     if (a->err == CL_SUCCESS)
-        a->err = clSetKernelArg(a->k, a->i, size, value);
+        a->err = clbn_cl.clSetKernelArg(a->k, a->i, size, value);
     a->i++;
 }
 static void a_mem(args *a, cl_mem m) {
@@ -356,10 +453,6 @@ static void a_int(args *a, int v) {
     cl_int x = v;
     arg(a, sizeof x, &x);
 }
-static void a_u32(args *a, uint32_t v) {
-    cl_uint x = v;
-    arg(a, sizeof x, &x);
-}
 static void a_f32(args *a, float v) {
     cl_float x = v;
     arg(a, sizeof x, &x);
@@ -369,7 +462,7 @@ static void a_local(args *a, size_t bytes) {
 }
 
 /* The kernels' shape arguments, in their order: (R, C) for the NHWC family or (N, C, HW) for
- * NCHW, then the reduction's chunk, the distribution and, for NHWC, the vectors per item. */
+ * NCHW, then the reduction's chunk and the distribution. */
 static void shape_args(args *a, const plan *p, int reduction) {
     if (p->nhwc) {
         a_u64(a, p->R);
@@ -382,8 +475,6 @@ static void shape_args(args *a, const plan *p, int reduction) {
     if (reduction)
         a_u64(a, p->chunk);
     a_int(a, p->blocked);
-    if (p->nhwc)
-        a_u32(a, p->cpi);
 }
 
 /* Kernels of one call run in order, each waiting for the previous one's event. */
@@ -399,14 +490,14 @@ static clbn_status run(chain *ch, args *a, const size_t global[2], const size_t 
     if (a->err != CL_SUCCESS)
         return clbn_fail((clbn_status)a->err, "setting argument %u of %s failed", a->i, what);
     cl_event ev = NULL;
-    cl_int err =
-        ch->last ? clEnqueueNDRangeKernel(ch->q, a->k, 2, NULL, global, local, 1, &ch->last, &ev)
-                 : clEnqueueNDRangeKernel(ch->q, a->k, 2, NULL, global, local, ch->num_wait,
-                                          ch->wait, &ev);
+    cl_int err = ch->last ? clbn_cl.clEnqueueNDRangeKernel(ch->q, a->k, 2, NULL, global, local, 1,
+                                                           &ch->last, &ev)
+                          : clbn_cl.clEnqueueNDRangeKernel(ch->q, a->k, 2, NULL, global, local,
+                                                           ch->num_wait, ch->wait, &ev);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "enqueueing %s failed", what);
     if (ch->last)
-        clReleaseEvent(ch->last);
+        clbn_cl.clReleaseEvent(ch->last);
     ch->last = ev;
     return CLBN_SUCCESS;
 }
@@ -415,7 +506,7 @@ static void chain_end(chain *ch, cl_event *event) {
     if (event)
         *event = ch->last;
     else if (ch->last)
-        clReleaseEvent(ch->last);
+        clbn_cl.clReleaseEvent(ch->last);
 }
 
 static args start(clbn_bn *bn, const plan *p, clbn_kernel_id id, clbn_status *st) {
@@ -477,8 +568,8 @@ static void finish_args(clbn_bn *bn, args *a, cl_mem sm, uint64_t smo, cl_mem si
     a_f32(a, factor);
     a_mem(a, bn->vec[CLBN_VECTOR_RUNNING_MEAN]);
     a_mem(a, bn->vec[CLBN_VECTOR_RUNNING_VAR]);
-    a_mem(a, bn->run_alt[CLBN_RUN_ALT_MEAN]);
-    a_mem(a, bn->run_alt[CLBN_RUN_ALT_VAR]);
+    a_mem(a, bn->run_alt[CLBN_ALT_MEAN]);
+    a_mem(a, bn->run_alt[CLBN_ALT_VAR]);
     a_mem(a, bn->shift);
 }
 
@@ -497,6 +588,7 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     a_mem(&a, x);
     a_u64(&a, xo);
     shape_args(&a, p, 1);
+    /* exactly reduce_local_bytes(0, r_lanes, r_extra), which the plan kept within the limit */
     a_local(&a, p->r_lanes * sizeof(cl_ulong));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
     a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
@@ -529,8 +621,7 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
         a_u64(&a, xo);
         a_u64(&a, p->nhwc ? 1 : p->HW);
         finish_args(bn, &a, sm, smo, si, sio, track, factor);
-        size_t l = (size_t)min_u64(64, bn->ctx->limits.max_work_group_size);
-        size_t global[2] = {(size_t)(ceil_div(p->C, l) * l), 1}, local[2] = {l, 1};
+        size_t global[2] = {p->m_global, 1}, local[2] = {p->m_local, 1};
         st = run(ch, &a, global, local, "the statistics merge kernel");
         if (st != CLBN_SUCCESS)
             return st;
@@ -598,8 +689,7 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
         a_u64(&a, p->split);
         a_mem(&a, bn->scratch_a);
         a_mem(&a, bn->scratch_b);
-        size_t l = (size_t)min_u64(64, bn->ctx->limits.max_work_group_size);
-        size_t global[2] = {(size_t)(ceil_div(p->C, l) * l), 1}, local[2] = {l, 1};
+        size_t global[2] = {p->m_global, 1}, local[2] = {p->m_local, 1};
         st = run(ch, &a, global, local, "the backward merge kernel");
         if (st != CLBN_SUCCESS)
             return st;
@@ -651,14 +741,21 @@ static clbn_status begin_call(clbn_bn *bn, clbn_op op, const clbn_shape *shape, 
         st = check_buffer(bn, y, yo, c->elems, y_name);
     if (st == CLBN_SUCCESS)
         st = check_enqueue(bn, queue, num_wait, wait_list);
+    if (st == CLBN_SUCCESS)
+        st = make_plan(bn, op, shape, &c->p);
     if (st != CLBN_SUCCESS)
         return st;
-    make_plan(bn, op, shape, &c->p);
     c->ch.q = queue ? queue : bn->ctx->queue;
     c->ch.num_wait = num_wait;
     c->ch.wait = wait_list;
     c->ch.last = NULL;
     return CLBN_SUCCESS;
+}
+
+static void swap_mem(cl_mem *a, cl_mem *b) {
+    cl_mem t = *a;
+    *a = *b;
+    *b = t;
 }
 
 static clbn_status fail_call(call *c, clbn_status st) {
@@ -682,20 +779,23 @@ clbn_status clbn_bn_forward_train(clbn_bn *bn, const clbn_shape *shape, cl_mem x
     float factor = bn->opt.factor;
     if (flag(bn, CLBN_CUMULATIVE_AVERAGE))
         factor = (float)(1.0 / (1.0 + (double)bn->t));
-    cl_mem sm = saved ? saved->mean : bn->vec[CLBN_VECTOR_SAVED_MEAN];
-    cl_mem si = saved ? saved->invstd : bn->vec[CLBN_VECTOR_SAVED_INVSTD];
+    /* Without caller buffers the statistics go to the spare saved buffers, swapped in below
+     * once every kernel is enqueued: a failed call leaves the state's own as they were. */
+    cl_mem sm = saved ? saved->mean : bn->saved_alt[CLBN_ALT_MEAN];
+    cl_mem si = saved ? saved->invstd : bn->saved_alt[CLBN_ALT_INVSTD];
     uint64_t smo = saved ? saved->mean_offset : 0, sio = saved ? saved->invstd_offset : 0;
     st = launch_forward_batch(bn, &c.p, &c.ch, x, x_offset, y, y_offset, sm, smo, si, sio, track,
                               factor);
     if (st != CLBN_SUCCESS)
         return fail_call(&c, st);
     chain_end(&c.ch, event);
+    if (!saved) {
+        swap_mem(&bn->vec[CLBN_VECTOR_SAVED_MEAN], &bn->saved_alt[CLBN_ALT_MEAN]);
+        swap_mem(&bn->vec[CLBN_VECTOR_SAVED_INVSTD], &bn->saved_alt[CLBN_ALT_INVSTD]);
+    }
     if (track) {
-        cl_mem t0 = bn->vec[CLBN_VECTOR_RUNNING_MEAN], t1 = bn->vec[CLBN_VECTOR_RUNNING_VAR];
-        bn->vec[CLBN_VECTOR_RUNNING_MEAN] = bn->run_alt[CLBN_RUN_ALT_MEAN];
-        bn->vec[CLBN_VECTOR_RUNNING_VAR] = bn->run_alt[CLBN_RUN_ALT_VAR];
-        bn->run_alt[CLBN_RUN_ALT_MEAN] = t0;
-        bn->run_alt[CLBN_RUN_ALT_VAR] = t1;
+        swap_mem(&bn->vec[CLBN_VECTOR_RUNNING_MEAN], &bn->run_alt[CLBN_ALT_MEAN]);
+        swap_mem(&bn->vec[CLBN_VECTOR_RUNNING_VAR], &bn->run_alt[CLBN_ALT_VAR]);
         bn->t++;
     }
     return CLBN_SUCCESS;
@@ -830,7 +930,9 @@ clbn_status clbn_bn_query_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *
     if (st != CLBN_SUCCESS)
         return st;
     plan p;
-    make_plan(bn, op, shape, &p);
+    st = make_plan(bn, op, shape, &p);
+    if (st != CLBN_SUCCESS)
+        return st;
     *out = p.pub;
     return CLBN_SUCCESS;
 }
@@ -848,7 +950,9 @@ clbn_status clbn_bn_scratch_size(const clbn_bn *bn, const clbn_shape *shape, uin
     uint64_t most = 0;
     for (int op = CLBN_OP_FORWARD_TRAIN; op <= CLBN_OP_BACKWARD_FROZEN; op++) {
         plan p;
-        make_plan(bn, (clbn_op)op, shape, &p);
+        st = make_plan(bn, (clbn_op)op, shape, &p);
+        if (st != CLBN_SUCCESS)
+            return st;
         most = max_u64(most, p.pub.scratch_bytes);
     }
     *bytes = most;

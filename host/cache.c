@@ -31,10 +31,10 @@ char *clbn_default_cache_dir(const char *requested) {
 
 static clbn_status build_log_error(clbn_context *ctx, cl_program prog, cl_int err) {
     size_t len = 0;
-    clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
+    clbn_cl.clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
     char *log = malloc(len + 1);
-    if (log && clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, len, log, NULL) ==
-                   CL_SUCCESS)
+    if (log && clbn_cl.clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, len, log,
+                                             NULL) == CL_SUCCESS)
         log[len] = '\0';
     else if (log)
         log[0] = '\0';
@@ -58,13 +58,15 @@ static cl_program try_cached(clbn_context *ctx, const char *path, const char *op
         const unsigned char *bin = data + CACHE_HEADER;
         size_t blen = n - CACHE_HEADER;
         cl_int bstatus = CL_SUCCESS, err = CL_SUCCESS;
-        prog = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &blen, &bin, &bstatus, &err);
+        prog = clbn_cl.clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &blen, &bin,
+                                                 &bstatus, &err);
         if (err != CL_SUCCESS || bstatus != CL_SUCCESS) {
             if (prog)
-                clReleaseProgram(prog);
+                clbn_cl.clReleaseProgram(prog);
             prog = NULL;
-        } else if (clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL) != CL_SUCCESS) {
-            clReleaseProgram(prog);
+        } else if (clbn_cl.clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL) !=
+                   CL_SUCCESS) {
+            clbn_cl.clReleaseProgram(prog);
             prog = NULL;
         }
     }
@@ -74,14 +76,15 @@ static cl_program try_cached(clbn_context *ctx, const char *path, const char *op
 
 static void store_cached(clbn_context *ctx, cl_program prog, const char *path) {
     size_t blen = 0;
-    if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof blen, &blen, NULL) != CL_SUCCESS ||
+    if (clbn_cl.clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof blen, &blen, NULL) !=
+            CL_SUCCESS ||
         blen == 0)
         return;
     unsigned char *buf = malloc(CACHE_HEADER + blen);
     if (!buf)
         return;
     unsigned char *bin = buf + CACHE_HEADER;
-    if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS) {
+    if (clbn_cl.clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS) {
         memcpy(buf, CACHE_MAGIC, 8);
         clbn_put_u64(buf + 8, blen);
         clbn_put_u64(buf + 16, clbn_fnv1a(CLBN_FNV_INIT, bin, blen));
@@ -113,13 +116,13 @@ clbn_status clbn_build_cached(clbn_context *ctx, const char *source, size_t sour
         }
     }
     cl_int err = CL_SUCCESS;
-    cl_program prog = clCreateProgramWithSource(ctx->cl_ctx, 1, &source, &source_len, &err);
+    cl_program prog = clbn_cl.clCreateProgramWithSource(ctx->cl_ctx, 1, &source, &source_len, &err);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "clCreateProgramWithSource failed");
-    err = clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL);
+    err = clbn_cl.clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL);
     if (err != CL_SUCCESS) {
         clbn_status st = build_log_error(ctx, prog, err);
-        clReleaseProgram(prog);
+        clbn_cl.clReleaseProgram(prog);
         return st;
     }
     if (path[0])

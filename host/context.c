@@ -42,6 +42,8 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
     l->vector_width =
         floor_pow2(d->preferred_vector_width_float ? d->preferred_vector_width_float : 1);
     l->device_type = (d->type & CL_DEVICE_TYPE_CPU) ? CLBN_DEVICE_KIND_CPU : CLBN_DEVICE_KIND_GPU;
+    l->max_groups_per_dim = 65535;
+    l->kernel_work_group_size = 0;
     if (!want)
         return;
     /* Overrides may only shrink what the device offers. */
@@ -57,6 +59,10 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
         l->vector_width = floor_pow2(want->vector_width);
     if (want->device_type == CLBN_DEVICE_KIND_CPU || want->device_type == CLBN_DEVICE_KIND_GPU)
         l->device_type = want->device_type;
+    if (want->max_groups_per_dim)
+        l->max_groups_per_dim = want->max_groups_per_dim;
+    if (want->kernel_work_group_size)
+        l->kernel_work_group_size = want->kernel_work_group_size;
 }
 
 static clbn_status check_limits(const clbn_limits *l) {
@@ -67,6 +73,21 @@ static clbn_status check_limits(const clbn_limits *l) {
     if (l->device_type > CLBN_DEVICE_KIND_GPU)
         return clbn_fail(CLBN_ERROR_INVALID_OPTION, "limits.device_type = %u is unknown",
                          l->device_type);
+    return CLBN_SUCCESS;
+}
+
+/* The kernels are OpenCL C 1.2: a device that compiles less is refused by name and version. */
+static clbn_status check_opencl_c(const clbn_device_info *d) {
+    unsigned major = 0, minor = 0;
+    if (sscanf(d->opencl_c_version, "OpenCL C %u.%u", &major, &minor) != 2)
+        return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                         "%s reports the OpenCL C version \"%s\", which clbn cannot read; the "
+                         "kernels need OpenCL C 1.2",
+                         d->device_name, d->opencl_c_version);
+    if (major < 1 || (major == 1 && minor < 2))
+        return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                         "%s supports OpenCL C %u.%u; the clbn kernels need OpenCL C 1.2",
+                         d->device_name, major, minor);
     return CLBN_SUCCESS;
 }
 
@@ -91,6 +112,8 @@ clbn_status clbn_context_create(const clbn_context_options *options, clbn_contex
     }
     clbn_device_info info;
     clbn_status st = clbn_select_device(options ? options->device : NULL, &info);
+    if (st == CLBN_SUCCESS)
+        st = check_opencl_c(&info);
     if (st != CLBN_SUCCESS)
         return st;
     clbn_context *ctx = calloc(1, sizeof *ctx);
@@ -100,26 +123,41 @@ clbn_status clbn_context_create(const clbn_context_options *options, clbn_contex
     ctx->device = info.device;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)info.platform, 0};
     cl_int err = CL_SUCCESS;
-    ctx->cl_ctx = clCreateContext(props, 1, &info.device, NULL, NULL, &err);
+    ctx->cl_ctx = clbn_cl.clCreateContext(props, 1, &info.device, NULL, NULL, &err);
     if (err != CL_SUCCESS) {
         free(ctx);
         return clbn_fail((clbn_status)err, "clCreateContext on %s failed", info.device_name);
     }
-    ctx->queue = clCreateCommandQueue(ctx->cl_ctx, info.device, 0, &err);
+    ctx->queue = clbn_cl.clCreateCommandQueue(ctx->cl_ctx, info.device, 0, &err);
     if (err != CL_SUCCESS) {
-        clReleaseContext(ctx->cl_ctx);
+        clbn_cl.clReleaseContext(ctx->cl_ctx);
         free(ctx);
         return clbn_fail((clbn_status)err, "clCreateCommandQueue on %s failed", info.device_name);
     }
     st = finish_create(ctx, options);
     if (st != CLBN_SUCCESS) {
-        clReleaseCommandQueue(ctx->queue);
-        clReleaseContext(ctx->cl_ctx);
+        clbn_cl.clReleaseCommandQueue(ctx->queue);
+        clbn_cl.clReleaseContext(ctx->cl_ctx);
         free(ctx->cache_dir);
         free(ctx);
         return st;
     }
     *context = ctx;
+    return CLBN_SUCCESS;
+}
+
+clbn_status clbn_check_in_order(cl_command_queue queue, const char *name) {
+    cl_command_queue_properties props = 0;
+    cl_int err =
+        clbn_cl.clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (err != CL_SUCCESS)
+        return clbn_fail((clbn_status)err, "%s is not a valid command queue", name);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return clbn_fail(
+            CLBN_ERROR_INVALID_ARGUMENT,
+            "%s is an out-of-order queue; clbn needs an in-order queue (the kernels of "
+            "a call, and the calls on one state object, rely on its order)",
+            name);
     return CLBN_SUCCESS;
 }
 
@@ -140,21 +178,26 @@ clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
     }
     cl_device_id dev = NULL;
     cl_context qctx = NULL;
-    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof dev, &dev, NULL);
+    cl_int err = clbn_cl.clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof dev, &dev, NULL);
     if (err == CL_SUCCESS)
-        err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+        err = clbn_cl.clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "queue is not a valid command queue");
     if (qctx != cl_ctx)
         return clbn_fail(CLBN_ERROR_INVALID_ARGUMENT, "queue does not belong to cl_ctx");
+    clbn_status st = clbn_check_in_order(queue, "queue");
+    if (st != CLBN_SUCCESS)
+        return st;
     cl_platform_id plat = NULL;
-    err = clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
+    err = clbn_cl.clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "cannot query the queue's device");
     clbn_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory creating a context");
-    clbn_status st = clbn_fill_device_info(plat, dev, 0, 0, &ctx->info);
+    st = clbn_fill_device_info(plat, dev, 0, 0, &ctx->info);
+    if (st == CLBN_SUCCESS)
+        st = check_opencl_c(&ctx->info);
     /* Recover the indices, so the info reads like clbn_device_list's. */
     size_t n = 0;
     if (st == CLBN_SUCCESS && clbn_device_list(NULL, 0, &n) == CLBN_SUCCESS && n > 0) {
@@ -174,8 +217,8 @@ clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
         free(ctx);
         return st;
     }
-    clRetainContext(cl_ctx);
-    clRetainCommandQueue(queue);
+    clbn_cl.clRetainContext(cl_ctx);
+    clbn_cl.clRetainCommandQueue(queue);
     ctx->cl_ctx = cl_ctx;
     ctx->queue = queue;
     ctx->device = dev;
@@ -186,12 +229,12 @@ clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
 void clbn_context_release(clbn_context *ctx) {
     if (!ctx)
         return;
-    clFinish(ctx->queue);
-    for (int i = 0; i < CLBN_VEC_VARIANTS; i++)
+    clbn_cl.clFinish(ctx->queue);
+    for (int i = 0; i < CLBN_VARIANTS; i++)
         if (ctx->programs[i])
-            clReleaseProgram(ctx->programs[i]);
-    clReleaseCommandQueue(ctx->queue);
-    clReleaseContext(ctx->cl_ctx);
+            clbn_cl.clReleaseProgram(ctx->programs[i]);
+    clbn_cl.clReleaseCommandQueue(ctx->queue);
+    clbn_cl.clReleaseContext(ctx->cl_ctx);
     pthread_mutex_destroy(&ctx->lock);
     free(ctx->cache_dir);
     free(ctx);
@@ -248,24 +291,78 @@ static char *program_source(size_t *len) {
     return src;
 }
 
+/* Asks each kernel of a freshly built program for its own limits. */
+static clbn_status ask_kernel_limits(clbn_context *ctx, cl_program prog, int variant) {
+    for (int k = 0; k < CLBN_K_COUNT; k++) {
+        cl_int err = CL_SUCCESS;
+        cl_kernel kern = clbn_cl.clCreateKernel(prog, clbn_kernel_names[k], &err);
+        if (err != CL_SUCCESS)
+            return clbn_fail((clbn_status)err, "kernel %s is missing from the built program",
+                             clbn_kernel_names[k]);
+        clbn_kernel_info *ki = &ctx->kinfo[variant][k];
+        size_t wg = 0;
+        cl_ulong local = 0, priv = 0;
+        err = clbn_cl.clGetKernelWorkGroupInfo(kern, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                               sizeof wg, &wg, NULL);
+        if (err == CL_SUCCESS)
+            err = clbn_cl.clGetKernelWorkGroupInfo(kern, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE,
+                                                   sizeof local, &local, NULL);
+        if (err == CL_SUCCESS)
+            err = clbn_cl.clGetKernelWorkGroupInfo(kern, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE,
+                                                   sizeof priv, &priv, NULL);
+        clbn_cl.clReleaseKernel(kern);
+        if (err != CL_SUCCESS)
+            return clbn_fail((clbn_status)err, "asking kernel %s for its work-group limits failed",
+                             clbn_kernel_names[k]);
+        ki->work_group_size = wg ? wg : 1;
+        ki->local_bytes = local;
+        ki->private_bytes = priv;
+    }
+    return CLBN_SUCCESS;
+}
+
+/* Builds a variant under the lock (the caller holds it). */
+static clbn_status build_variant(clbn_context *ctx, int variant) {
+    if (ctx->programs[variant])
+        return CLBN_SUCCESS;
+    size_t len = 0;
+    char *src = program_source(&len);
+    if (!src)
+        return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory for the kernel source");
+    char options[128];
+    snprintf(options, sizeof options, "-cl-std=CL1.2 -DCLBN_VEC=%d -DCLBN_CPI=%d",
+             1 << (variant / CLBN_CPI_VARIANTS), 1 << (variant % CLBN_CPI_VARIANTS));
+    cl_program prog = NULL;
+    clbn_status st = clbn_build_cached(ctx, src, len, options, &prog);
+    free(src);
+    if (st == CLBN_SUCCESS)
+        st = ask_kernel_limits(ctx, prog, variant);
+    if (st != CLBN_SUCCESS) {
+        if (prog)
+            clbn_cl.clReleaseProgram(prog);
+        return st;
+    }
+    ctx->programs[variant] = prog;
+    return CLBN_SUCCESS;
+}
+
 clbn_status clbn_context_program(clbn_context *ctx, int variant, cl_program *program) {
-    if (variant < 0 || variant >= CLBN_VEC_VARIANTS)
+    if (variant < 0 || variant >= CLBN_VARIANTS)
         return clbn_fail(CLBN_ERROR_INTERNAL, "no program variant %d", variant);
     pthread_mutex_lock(&ctx->lock);
-    clbn_status st = CLBN_SUCCESS;
-    if (!ctx->programs[variant]) {
-        size_t len = 0;
-        char *src = program_source(&len);
-        if (!src) {
-            st = clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory for the kernel source");
-        } else {
-            char options[128];
-            snprintf(options, sizeof options, "-cl-std=CL1.2 -DCLBN_VEC=%d", 1 << variant);
-            st = clbn_build_cached(ctx, src, len, options, &ctx->programs[variant]);
-            free(src);
-        }
-    }
+    clbn_status st = build_variant(ctx, variant);
     *program = ctx->programs[variant];
+    pthread_mutex_unlock(&ctx->lock);
+    return st;
+}
+
+clbn_status clbn_context_kernel_info(clbn_context *ctx, int variant, clbn_kernel_id id,
+                                     clbn_kernel_info *info) {
+    if (variant < 0 || variant >= CLBN_VARIANTS)
+        return clbn_fail(CLBN_ERROR_INTERNAL, "no program variant %d", variant);
+    pthread_mutex_lock(&ctx->lock);
+    clbn_status st = build_variant(ctx, variant);
+    *info = ctx->kinfo[variant][id];
     pthread_mutex_unlock(&ctx->lock);
     return st;
 }
@@ -274,19 +371,11 @@ clbn_status clbn_context_build_all(clbn_context *ctx) {
     clbn_clear_error();
     if (!ctx)
         return clbn_fail(CLBN_ERROR_NULL_ARGUMENT, "context is NULL");
-    for (int v = 0; v < CLBN_VEC_VARIANTS; v++) {
+    for (int v = 0; v < CLBN_VARIANTS; v++) {
         cl_program p = NULL;
         clbn_status st = clbn_context_program(ctx, v, &p);
         if (st != CLBN_SUCCESS)
             return st;
-        for (int k = 0; k < CLBN_K_COUNT; k++) {
-            cl_int err = CL_SUCCESS;
-            cl_kernel kern = clCreateKernel(p, clbn_kernel_names[k], &err);
-            if (err != CL_SUCCESS)
-                return clbn_fail((clbn_status)err, "kernel %s (vector width %d) is missing",
-                                 clbn_kernel_names[k], 1 << v);
-            clReleaseKernel(kern);
-        }
     }
     return CLBN_SUCCESS;
 }

@@ -12,12 +12,12 @@
 static void get_string(cl_device_id d, cl_device_info what, char *out, size_t cap) {
     out[0] = '\0';
     size_t need = 0;
-    if (clGetDeviceInfo(d, what, 0, NULL, &need) != CL_SUCCESS || need == 0)
+    if (clbn_cl.clGetDeviceInfo(d, what, 0, NULL, &need) != CL_SUCCESS || need == 0)
         return;
     char *full = malloc(need + 1);
     if (!full)
         return;
-    if (clGetDeviceInfo(d, what, need, full, NULL) == CL_SUCCESS) {
+    if (clbn_cl.clGetDeviceInfo(d, what, need, full, NULL) == CL_SUCCESS) {
         full[need] = '\0';
         snprintf(out, cap, "%s", full);
     }
@@ -32,8 +32,8 @@ clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
     info->device_index = device_index;
     info->platform = platform;
     info->device = device;
-    if (clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof info->platform_name,
-                          info->platform_name, NULL) != CL_SUCCESS)
+    if (clbn_cl.clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof info->platform_name,
+                                  info->platform_name, NULL) != CL_SUCCESS)
         info->platform_name[0] = '\0';
     info->platform_name[sizeof info->platform_name - 1] = '\0';
     get_string(device, CL_DEVICE_NAME, info->device_name, sizeof info->device_name);
@@ -42,29 +42,40 @@ clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
     get_string(device, CL_DEVICE_VERSION, info->device_version, sizeof info->device_version);
     get_string(device, CL_DEVICE_OPENCL_C_VERSION, info->opencl_c_version,
                sizeof info->opencl_c_version);
-    cl_int err = clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
+    cl_int err =
+        clbn_cl.clGetDeviceInfo(device, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
     cl_ulong u = 0;
     cl_uint v = 0;
     size_t s = 0;
-    if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
-        info->global_mem_size = u;
-    if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
-        info->global_mem_cache_size = u;
-    if (clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
-        info->local_mem_size = u;
-    if (clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
-        info->max_mem_alloc_size = u;
-    if (clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof s, &s, NULL) == CL_SUCCESS)
-        info->max_work_group_size = s;
-    if (clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof v, &v, NULL) == CL_SUCCESS)
-        info->compute_units = v;
-    if (clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof v, &v, NULL) ==
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof u, &u, NULL) ==
         CL_SUCCESS)
+        info->global_mem_size = u;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof u, &u, NULL) ==
+        CL_SUCCESS)
+        info->global_mem_cache_size = u;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof u, &u, NULL) == CL_SUCCESS)
+        info->local_mem_size = u;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof u, &u, NULL) ==
+        CL_SUCCESS)
+        info->max_mem_alloc_size = u;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof s, &s, NULL) ==
+        CL_SUCCESS)
+        info->max_work_group_size = s;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof v, &v, NULL) ==
+        CL_SUCCESS)
+        info->compute_units = v;
+    if (clbn_cl.clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof v, &v,
+                                NULL) == CL_SUCCESS)
         info->preferred_vector_width_float = v;
     char ext[8192];
     get_string(device, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
     info->has_fp64 = strstr(ext, "cl_khr_fp64") != NULL;
     info->has_fp16 = strstr(ext, "cl_khr_fp16") != NULL;
+    /* A simulator claims several device types at once (Oclgrind: CPU, GPU, accelerator). */
+    const cl_device_type kinds =
+        CL_DEVICE_TYPE_CPU | CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR;
+    cl_device_type k = info->type & kinds;
+    info->is_simulator = (k & (k - 1)) != 0 || strstr(info->platform_name, "Oclgrind") != NULL;
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "clGetDeviceInfo(CL_DEVICE_TYPE) failed");
     return CLBN_SUCCESS;
@@ -74,7 +85,7 @@ clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
 static clbn_status for_each_device(int (*fn)(const clbn_device_info *, void *), void *user,
                                    size_t *count) {
     cl_uint np = 0;
-    cl_int err = clGetPlatformIDs(0, NULL, &np);
+    cl_int err = clbn_cl.clGetPlatformIDs(0, NULL, &np);
     if (count)
         *count = 0;
     if (err == -1001 /* CL_PLATFORM_NOT_FOUND_KHR */ || np == 0)
@@ -84,17 +95,18 @@ static clbn_status for_each_device(int (*fn)(const clbn_device_info *, void *), 
     cl_platform_id *plats = malloc(np * sizeof *plats);
     if (!plats)
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory listing platforms");
-    err = clGetPlatformIDs(np, plats, NULL);
+    err = clbn_cl.clGetPlatformIDs(np, plats, NULL);
     size_t total = 0;
     int stop = 0;
     for (cl_uint p = 0; err == CL_SUCCESS && p < np && !stop; p++) {
         cl_uint nd = 0;
-        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS || nd == 0)
+        if (clbn_cl.clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS ||
+            nd == 0)
             continue;
         cl_device_id *devs = malloc(nd * sizeof *devs);
         if (!devs)
             break;
-        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, devs, NULL) == CL_SUCCESS) {
+        if (clbn_cl.clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, devs, NULL) == CL_SUCCESS) {
             for (cl_uint d = 0; d < nd && !stop; d++) {
                 clbn_device_info info;
                 if (clbn_fill_device_info(plats[p], devs[d], p, d, &info) != CLBN_SUCCESS)
@@ -151,37 +163,44 @@ typedef struct {
     int kind; /* 0 name, 1 gpu, 2 cpu, 3 indices, 4 default */
     unsigned long p, d;
     int found;
-    clbn_device_info first, match;
-    int have_first;
+    clbn_device_info match;
 } select_ctx;
 
+/* "gpu", "cpu" and the default take the first GPU, else (cpu, default) the CPU device with the
+ * most compute units (PoCL lists its one-core "basic" device before "pthread"), and never a
+ * simulator; a name or P:D takes the first match, simulator or not. */
 static int select_one(const clbn_device_info *info, void *user) {
     select_ctx *s = user;
-    if (!s->have_first) {
-        s->first = *info;
-        s->have_first = 1;
-    }
-    int hit = 0;
+    const int gpu = (info->type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR)) != 0;
     switch (s->kind) {
     case 0:
-        hit = contains_nocase(info->device_name, s->sel);
-        break;
-    case 1:
-    case 4:
-        hit = (info->type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR)) != 0;
-        break;
-    case 2:
-        hit = (info->type & CL_DEVICE_TYPE_CPU) != 0;
-        break;
+        if (contains_nocase(info->device_name, s->sel))
+            goto take;
+        return 0;
     case 3:
-        hit = info->platform_index == s->p && info->device_index == s->d;
+        if (info->platform_index == s->p && info->device_index == s->d)
+            goto take;
+        return 0;
+    default:
         break;
     }
-    if (hit) {
-        s->match = *info;
-        s->found = 1;
+    if (info->is_simulator)
+        return 0;
+    if (gpu && s->kind != 2) {
+        /* the first GPU wins over any CPU found before it */
+        if (!s->found || !(s->match.type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR)))
+            goto take;
+        return 0;
     }
-    return hit;
+    if ((info->type & CL_DEVICE_TYPE_CPU) && s->kind != 1 &&
+        (!s->found || (!(s->match.type & (CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR)) &&
+                       info->compute_units > s->match.compute_units)))
+        goto take;
+    return 0;
+take:
+    s->match = *info;
+    s->found = 1;
+    return s->kind == 0 || s->kind == 3;
 }
 
 clbn_status clbn_select_device(const char *selector, clbn_device_info *info) {
@@ -208,7 +227,7 @@ clbn_status clbn_select_device(const char *selector, clbn_device_info *info) {
     clbn_status st = for_each_device(select_one, &s, &count);
     if (st != CLBN_SUCCESS)
         return st;
-    if (count == 0 && !s.have_first)
+    if (count == 0)
         return clbn_fail(CLBN_ERROR_DEVICE_NOT_FOUND,
                          "no OpenCL platform or device found (is an ICD such as "
                          "pocl-opencl-icd installed?)");
@@ -216,10 +235,13 @@ clbn_status clbn_select_device(const char *selector, clbn_device_info *info) {
         *info = s.match;
         return CLBN_SUCCESS;
     }
-    if (s.kind == 4 && s.have_first) {
-        *info = s.first;
-        return CLBN_SUCCESS;
-    }
+    if (s.kind == 1 || s.kind == 2 || s.kind == 4)
+        return clbn_fail(CLBN_ERROR_DEVICE_NOT_FOUND,
+                         "no %s OpenCL device found (simulators such as Oclgrind are chosen only "
+                         "by name or P:D; `clbn devices` lists them)",
+                         s.kind == 1   ? "GPU"
+                         : s.kind == 2 ? "CPU"
+                                       : "non-simulator");
     return clbn_fail(CLBN_ERROR_DEVICE_NOT_FOUND,
                      "device selector \"%s\" matches no device (use gpu, cpu, P:D indices or part "
                      "of a device name; `clbn devices` lists them)",

@@ -21,6 +21,52 @@ void clbn_fail_append(const char *text);
 /* Clears the detail message at the start of a public call. */
 void clbn_clear_error(void);
 
+/* ---- OpenCL entry points (cl_api.c) ----
+ * Every OpenCL call of the library goes through clbn_cl, so tests (linked statically) can
+ * replace entries: fail the k-th call, fake a device's answers, count objects. clbn_cl_real
+ * keeps the loader's functions. Functions that create an object report errors through their
+ * last parameter, errcode_ret. One row per function: return type, name, parameters, arguments. */
+// clang-format off
+#define CLBN_CL_CALLS(X) \
+    X(cl_int, clGetPlatformIDs, (cl_uint n, cl_platform_id *p, cl_uint *np), (n, p, np)) \
+    X(cl_int, clGetPlatformInfo, (cl_platform_id p, cl_platform_info w, size_t n, void *v, size_t *r), (p, w, n, v, r)) \
+    X(cl_int, clGetDeviceIDs, (cl_platform_id p, cl_device_type t, cl_uint n, cl_device_id *d, cl_uint *nd), (p, t, n, d, nd)) \
+    X(cl_int, clGetDeviceInfo, (cl_device_id d, cl_device_info w, size_t n, void *v, size_t *r), (d, w, n, v, r)) \
+    X(cl_context, clCreateContext, (const cl_context_properties *p, cl_uint n, const cl_device_id *d, void (CL_CALLBACK *f)(const char *, const void *, size_t, void *), void *u, cl_int *errcode_ret), (p, n, d, f, u, errcode_ret)) \
+    X(cl_int, clRetainContext, (cl_context c), (c)) \
+    X(cl_int, clReleaseContext, (cl_context c), (c)) \
+    X(cl_command_queue, clCreateCommandQueue, (cl_context c, cl_device_id d, cl_command_queue_properties p, cl_int *errcode_ret), (c, d, p, errcode_ret)) \
+    X(cl_int, clGetCommandQueueInfo, (cl_command_queue q, cl_command_queue_info w, size_t n, void *v, size_t *r), (q, w, n, v, r)) \
+    X(cl_int, clRetainCommandQueue, (cl_command_queue q), (q)) \
+    X(cl_int, clReleaseCommandQueue, (cl_command_queue q), (q)) \
+    X(cl_int, clFinish, (cl_command_queue q), (q)) \
+    X(cl_mem, clCreateBuffer, (cl_context c, cl_mem_flags f, size_t n, void *h, cl_int *errcode_ret), (c, f, n, h, errcode_ret)) \
+    X(cl_int, clGetMemObjectInfo, (cl_mem m, cl_mem_info w, size_t n, void *v, size_t *r), (m, w, n, v, r)) \
+    X(cl_int, clReleaseMemObject, (cl_mem m), (m)) \
+    X(cl_int, clEnqueueReadBuffer, (cl_command_queue q, cl_mem m, cl_bool b, size_t o, size_t n, void *h, cl_uint nw, const cl_event *w, cl_event *e), (q, m, b, o, n, h, nw, w, e)) \
+    X(cl_int, clEnqueueWriteBuffer, (cl_command_queue q, cl_mem m, cl_bool b, size_t o, size_t n, const void *h, cl_uint nw, const cl_event *w, cl_event *e), (q, m, b, o, n, h, nw, w, e)) \
+    X(cl_program, clCreateProgramWithSource, (cl_context c, cl_uint n, const char **s, const size_t *l, cl_int *errcode_ret), (c, n, s, l, errcode_ret)) \
+    X(cl_program, clCreateProgramWithBinary, (cl_context c, cl_uint n, const cl_device_id *d, const size_t *l, const unsigned char **b, cl_int *bs, cl_int *errcode_ret), (c, n, d, l, b, bs, errcode_ret)) \
+    X(cl_int, clBuildProgram, (cl_program p, cl_uint n, const cl_device_id *d, const char *o, void (CL_CALLBACK *f)(cl_program, void *), void *u), (p, n, d, o, f, u)) \
+    X(cl_int, clGetProgramInfo, (cl_program p, cl_program_info w, size_t n, void *v, size_t *r), (p, w, n, v, r)) \
+    X(cl_int, clGetProgramBuildInfo, (cl_program p, cl_device_id d, cl_program_build_info w, size_t n, void *v, size_t *r), (p, d, w, n, v, r)) \
+    X(cl_int, clReleaseProgram, (cl_program p), (p)) \
+    X(cl_kernel, clCreateKernel, (cl_program p, const char *name, cl_int *errcode_ret), (p, name, errcode_ret)) \
+    X(cl_int, clGetKernelWorkGroupInfo, (cl_kernel k, cl_device_id d, cl_kernel_work_group_info w, size_t n, void *v, size_t *r), (k, d, w, n, v, r)) \
+    X(cl_int, clSetKernelArg, (cl_kernel k, cl_uint i, size_t n, const void *v), (k, i, n, v)) \
+    X(cl_int, clReleaseKernel, (cl_kernel k), (k)) \
+    X(cl_int, clEnqueueNDRangeKernel, (cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *off, const size_t *g, const size_t *l, cl_uint nw, const cl_event *w, cl_event *e), (q, k, dim, off, g, l, nw, w, e)) \
+    X(cl_int, clReleaseEvent, (cl_event e), (e))
+// clang-format on
+
+typedef struct clbn_cl_api {
+#define CLBN_CL_FIELD_(ret, name, params, args) ret(CL_API_CALL *name) params;
+    CLBN_CL_CALLS(CLBN_CL_FIELD_)
+#undef CLBN_CL_FIELD_
+} clbn_cl_api;
+extern clbn_cl_api clbn_cl;
+extern const clbn_cl_api clbn_cl_real;
+
 /* ---- util.c ---- */
 uint64_t clbn_fnv1a(uint64_t h, const void *data, size_t n);
 #define CLBN_FNV_INIT 0xcbf29ce484222325ull
@@ -52,8 +98,23 @@ typedef enum clbn_kernel_id {
 } clbn_kernel_id;
 extern const char *const clbn_kernel_names[CLBN_K_COUNT];
 
-/* Vector widths 1, 2, 4, 8, 16 are separate program variants (index = log2). */
+/* Program variants: vector width 1, 2, 4, 8, 16 times channel vectors per NHWC work-item 1, 2,
+ * 4, 8 (compile-time, so the per-item arrays have a constant size). Index:
+ * log2(width) * CLBN_CPI_VARIANTS + log2(cpi). */
 #define CLBN_VEC_VARIANTS 5
+#define CLBN_CPI_VARIANTS 4
+#define CLBN_VARIANTS (CLBN_VEC_VARIANTS * CLBN_CPI_VARIANTS)
+
+/* A kernel's own limits, asked once per built program: CL_KERNEL_WORK_GROUP_SIZE (register
+ * pressure can set it below the device's), CL_KERNEL_LOCAL_MEM_SIZE before any local argument
+ * is set (what the kernel uses by itself), CL_KERNEL_PRIVATE_MEM_SIZE. */
+typedef struct clbn_kernel_info {
+    size_t work_group_size;
+    uint64_t local_bytes, private_bytes;
+} clbn_kernel_info;
+
+/* The largest number of work-groups in grid dimension 0 on any device (NVIDIA: 2^31 - 1). */
+#define CLBN_MAX_GROUPS_DIM0 2147483647ull
 
 struct clbn_context_s {
     cl_context cl_ctx;
@@ -63,12 +124,18 @@ struct clbn_context_s {
     clbn_limits limits; /* in force */
     char *cache_dir;    /* NULL: no cache */
     pthread_mutex_t lock;
-    cl_program programs[CLBN_VEC_VARIANTS];
+    cl_program programs[CLBN_VARIANTS];
+    clbn_kernel_info kinfo[CLBN_VARIANTS][CLBN_K_COUNT];
 };
 
-/* Returns the built program for vector width 1 << variant (built on first use, through the
- * disk cache). Thread-safe. */
+/* Returns the built program of a variant (built on first use, through the disk cache, with its
+ * kernels' limits asked). Thread-safe. */
 clbn_status clbn_context_program(clbn_context *ctx, int variant, cl_program *program);
+/* CLBN_ERROR_INVALID_ARGUMENT (naming `name`) unless queue executes in order. */
+clbn_status clbn_check_in_order(cl_command_queue queue, const char *name);
+/* A kernel's limits in a variant, building the program first if needed. Thread-safe. */
+clbn_status clbn_context_kernel_info(clbn_context *ctx, int variant, clbn_kernel_id id,
+                                     clbn_kernel_info *info);
 
 /* ---- program cache (cache.c) ---- */
 /* Builds `source` with `options` for ctx's device, loading and storing a binary in the cache
@@ -86,20 +153,22 @@ clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
 clbn_status clbn_select_device(const char *selector, clbn_device_info *info);
 
 /* ---- state object ---- */
-enum { CLBN_RUN_ALT_MEAN = 0, CLBN_RUN_ALT_VAR = 1 };
+enum { CLBN_ALT_MEAN = 0, CLBN_ALT_VAR = 1, CLBN_ALT_INVSTD = 1 };
 
 struct clbn_bn_s {
     clbn_context *ctx;
     clbn_bn_options opt;
     cl_mem vec[CLBN_VECTOR_COUNT];
     cl_mem run_alt[2];   /* where a training forward writes the new running mean/var */
+    cl_mem saved_alt[2]; /* where it writes the new saved mean/invstd (no caller buffers) */
     cl_mem tmp_stats[2]; /* batch mean/invstd of an untracked inference forward */
-    cl_mem shift;        /* 2C floats: each channel's mean as (pivot, mean - pivot) */
+    cl_mem shift; /* 2C floats, per-call scratch: each channel's mean as (pivot, mean - pivot),
+                     written and read by the kernels of one call, never across calls */
     uint64_t t;
     /* Scratch for split reductions and backward sums: counts (ulong), a and b (float). */
     cl_mem scratch_n, scratch_a, scratch_b;
     uint64_t scratch_n_len, scratch_a_len, scratch_b_len; /* elements */
-    cl_kernel kernels[CLBN_VEC_VARIANTS][CLBN_K_COUNT];
+    cl_kernel kernels[CLBN_VARIANTS][CLBN_K_COUNT];
 };
 
 clbn_status clbn_bn_kernel(clbn_bn *bn, int variant, clbn_kernel_id id, cl_kernel *kernel);

@@ -108,8 +108,10 @@ typedef struct clbn_device_info {
     size_t max_work_group_size;
     uint32_t compute_units;
     uint32_t preferred_vector_width_float;
-    uint32_t has_fp64; /* cl_khr_fp64 reported (the kernels never use it) */
-    uint32_t has_fp16; /* cl_khr_fp16 reported */
+    uint32_t has_fp64;     /* cl_khr_fp64 reported (the kernels never use it) */
+    uint32_t has_fp16;     /* cl_khr_fp16 reported */
+    uint32_t is_simulator; /* a simulator such as Oclgrind: the "gpu" and "cpu" selectors and
+                              the default choice skip it; a name or P:D selects it */
 } clbn_device_info;
 
 /* Lists every device of every platform. With infos == NULL only *count is set; otherwise up to
@@ -125,7 +127,8 @@ typedef struct clbn_context_s clbn_context;
 
 /* Device limits the kernels plan with. A zero field means "the device's own value". Setting
  * them imposes a smaller device's limits (say a GPU's work-group of 64 and 32 KiB of local
- * memory) on a bigger one, so those code paths can be tested on any device. */
+ * memory) on a bigger one, so those code paths can be tested on any device. Work-group size,
+ * local memory and the kernel work-group limit can only shrink what the device offers. */
 typedef struct clbn_limits {
     size_t max_work_group_size;
     uint64_t local_mem_size;
@@ -133,6 +136,13 @@ typedef struct clbn_limits {
     uint32_t compute_units;
     uint32_t vector_width; /* widest float vector the kernels may use: 1, 2, 4, 8 or 16 */
     uint32_t device_type;  /* 0: the device's; CLBN_DEVICE_KIND_GPU or _CPU: plan as one */
+    /* Most work-groups a grid may hold in dimensions 1 and 2. OpenCL cannot report it; NVIDIA's
+     * driver allows 65,535, the smallest ceiling known, which is the default (0). Dimension 0
+     * is held to 2^31 - 1 groups, NVIDIA's ceiling there. */
+    uint64_t max_groups_per_dim;
+    /* Caps every kernel's work-group size below its CL_KERNEL_WORK_GROUP_SIZE (which register
+     * pressure can set below the device's maximum); 0: the kernels' own limits. */
+    size_t kernel_work_group_size;
 } clbn_limits;
 
 #define CLBN_DEVICE_KIND_CPU 1u
@@ -158,7 +168,10 @@ CLBN_API clbn_status clbn_context_create(const clbn_context_options *options,
 
 /* Wraps the caller's cl_context and in-order cl_command_queue (retained, released again by
  * clbn_context_release), so CLBlast or the caller's own kernels share the queue. The device
- * is the queue's. options->device is ignored. */
+ * is the queue's. options->device is ignored. An out-of-order queue is refused
+ * (CLBN_ERROR_INVALID_ARGUMENT): the kernels of one call, and the calls on one state object,
+ * rely on the queue's order. Both calls refuse a device whose OpenCL C version is below 1.2
+ * (CLBN_ERROR_UNSUPPORTED), the version the kernels are written in. */
 CLBN_API clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
                                        const clbn_context_options *options, clbn_context **context);
 
@@ -179,6 +192,11 @@ CLBN_API clbn_status clbn_context_build_all(clbn_context *context);
 /* ------------------------------------------------------------------------------------------
  * Batch-norm state object.
  * Thread rule: a state object is used by one thread at a time.
+ * Ordering rule: the calls on one state object share its scratch memory and its double
+ * buffers, so they must run on the device in the order they were made: enqueue them on one
+ * in-order queue, or, when they use different queues, make each call wait (wait_list) for the
+ * previous call's event. Two calls of one state object in flight at once, unordered, race.
+ * Out-of-order queues are refused.
  * ------------------------------------------------------------------------------------------ */
 typedef struct clbn_bn_s clbn_bn;
 
@@ -236,8 +254,9 @@ typedef enum clbn_vector {
 CLBN_API const char *clbn_vector_name(clbn_vector vector);
 
 /* The device buffer (C floats, owned by the state object) holding a vector. Running mean and
- * var are double-buffered so a failed call leaves them as they were: their cl_mem changes
- * after each tracked training forward, so get it again after one. */
+ * var, and saved mean and invstd, are double-buffered so a failed call leaves them as they
+ * were: their cl_mem changes after each training forward that writes them, so get it again
+ * after one. */
 CLBN_API clbn_status clbn_bn_get_buffer(clbn_bn *bn, clbn_vector vector, cl_mem *buffer);
 /* Blocking copies between a vector and host memory (count must equal C). They run on the
  * context's queue after the work already enqueued there. */
@@ -348,13 +367,23 @@ CLBN_API const char *clbn_strategy_name(clbn_strategy strategy);
 
 typedef struct clbn_plan {
     clbn_strategy strategy;
-    size_t work_group_size; /* of the reduction kernel (of the elementwise one without) */
-    uint64_t split;         /* work-groups per channel in the reduction (1 unless SPLIT) */
-    uint32_t vector_width;  /* floats per load */
-    uint32_t kernels;       /* kernel launches per call */
-    uint64_t scratch_bytes; /* device scratch the call needs (owned by the state object) */
+    size_t work_group_size;     /* of the reduction kernel (of the elementwise one without) */
+    uint64_t split;             /* work-groups per channel in the reduction (1 unless SPLIT) */
+    uint32_t vector_width;      /* floats per load */
+    uint32_t kernels;           /* kernel launches per call */
+    uint64_t scratch_bytes;     /* device scratch the call needs (owned by the state object) */
+    uint32_t channels_per_item; /* NHWC/NC: channel vectors per work-item (a program variant;
+                                   1 on a GPU, so its per-channel arrays stay in registers) */
+    uint64_t local_bytes;       /* local memory of the call's largest kernel: what the call
+                                   asks for plus the kernel's own, never above the limit */
+    uint64_t private_bytes;     /* the most private memory per work-item any kernel of the call
+                                   uses, as the driver reports it (large: spilled arrays) */
+    uint64_t groups[2];         /* the most work-groups any kernel of the call launches in grid
+                                   dimensions 0 and 1 */
 } clbn_plan;
 
+/* Builds the program variant the plan needs, if it is not built yet (its kernels' own limits
+ * shape the plan). */
 CLBN_API clbn_status clbn_bn_query_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *shape,
                                         clbn_plan *plan);
 /* The scratch memory (bytes) the state object keeps for this shape: the largest over ops. It

@@ -104,8 +104,8 @@ static int group_setup(void **state) {
     F.smean = make_buffer(C);
     F.sinvstd = make_buffer(C);
     F.short_stats = make_buffer(C - 1);
-    tu_rng r;
-    tu_rng_seed(&r, 11);
+    ref_rng r;
+    ref_rng_seed(&r, 11);
     tu_fill_normal(&r, F.x_host, ELEMS, 0.5, 2.0);
     tu_fill_normal(&r, F.dy_host, ELEMS, 0.0, 1.0);
     for (unsigned i = 0; i < C + 1; i++)

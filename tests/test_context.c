@@ -129,8 +129,8 @@ static void check_forward(clbn_context *ctx, cl_command_queue queue, const char 
     TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_GAMMA, gamma, c));
     TU_OK(clbn_bn_write_vector(bn, CLBN_VECTOR_BETA, beta, c));
     float xh[total];
-    tu_rng r;
-    tu_rng_seed(&r, 2024);
+    ref_rng r;
+    ref_rng_seed(&r, 2024);
     tu_fill_normal(&r, xh, total, 3.0, 2.0);
     cl_mem x = tu_buffer_from(ctx, xh, total), y = tu_buffer(ctx, total);
     clbn_shape s = {CLBN_LAYOUT_NCHW, n, c, h, w};
@@ -647,15 +647,15 @@ static clbn_context *cached_context(const char *dir, int disable) {
 }
 
 static void overwrite_files(const cache_listing *l, int mode, uint64_t seed) {
-    tu_rng r;
-    tu_rng_seed(&r, seed);
+    ref_rng r;
+    ref_rng_seed(&r, seed);
     for (int i = 0; i < l->n; i++) {
         size_t n = mode == 0 ? l->files[i].size : (mode == 1 ? l->files[i].size / 2 : 0);
         unsigned char *junk = malloc(n ? n : 1);
         assert_non_null(junk);
         if (mode == 0) {
             for (size_t k = 0; k < n; k++)
-                junk[k] = (unsigned char)(tu_uniform(&r) * 256.0);
+                junk[k] = (unsigned char)(ref_uniform(&r) * 256.0);
         } else {
             FILE *f = fopen(l->files[i].path, "rb"); /* keep the first half as it was */
             assert_non_null(f);

@@ -2,6 +2,7 @@
  * 4, planned as a GPU): every op still matches the double reference, the plans differ from the
  * default context's, stay within the limits, and the split and per-channel paths both run.
  * Tolerances: ref_default_tolerances, the table at the top of test_ops.c. */
+#include "check.h"
 #include "reference.h"
 #include "test_util.h"
 

@@ -14,6 +14,7 @@
  *   dx                                             atol 1e-5, rtol 1e-5 (as in test_ops.c)
  *   dgamma, dbeta                                  atol 1e-6·Σ|term|, rtol 1e-5 (as test_ops.c)
  *   m = 1, determinism, untouched buffers          exact (memcmp) */
+#include "check.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -50,11 +51,11 @@ static float eps_of(clbn_bn *bn) {
 }
 
 /* Random gamma (both signs) and beta, written to the state; returned as doubles. */
-static void random_affine(clbn_bn *bn, tu_rng *r, size_t c, double *gamma, double *beta) {
+static void random_affine(clbn_bn *bn, ref_rng *r, size_t c, double *gamma, double *beta) {
     float *g = tu_floats(c), *b = tu_floats(c);
     for (size_t i = 0; i < c; i++) {
-        g[i] = (float)((0.5 + tu_uniform(r)) * (i % 3 == 2 ? -1.0 : 1.0));
-        b[i] = (float)tu_normal(r);
+        g[i] = (float)((0.5 + ref_uniform(r)) * (i % 3 == 2 ? -1.0 : 1.0));
+        b[i] = (float)ref_normal(r);
         gamma[i] = g[i];
         beta[i] = b[i];
     }
@@ -101,8 +102,8 @@ static void large_mean_statistics(void **state) {
     const clbn_layout layout = *(const clbn_layout *)*state;
     const clbn_shape s = shape_in(layout, 32, 8, 56, 56);
     const size_t C = (size_t)s.c, E = ref_elems(&s);
-    tu_rng r;
-    tu_rng_seed(&r, 11 + (uint64_t)layout);
+    ref_rng r;
+    ref_rng_seed(&r, 11 + (uint64_t)layout);
     float *x = tu_floats(E), *y = tu_floats(E);
     tu_fill_normal(&r, x, E, 10000.0, 1.0);
     clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
@@ -175,8 +176,8 @@ static void running_statistics(void **state) {
     const clbn_shape s = shape_in(k->layout, 8, 3, 17, 19);
     const size_t C = (size_t)s.c, E = ref_elems(&s), m = ref_count(&s);
     const int cumulative = (k->flags & CLBN_CUMULATIVE_AVERAGE) != 0;
-    tu_rng r;
-    tu_rng_seed(&r, 77 + (uint64_t)k->layout * 5 + (uint64_t)(k->factor * 1000.0f));
+    ref_rng r;
+    ref_rng_seed(&r, 77 + (uint64_t)k->layout * 5 + (uint64_t)(k->factor * 1000.0f));
     clbn_bn *bn = make_bn(C, k->flags, k->factor);
     double eps = eps_of(bn);
     double *gamma = tu_doubles(C), *beta = tu_doubles(C);
@@ -271,8 +272,8 @@ static void one_run(const clbn_shape *s, const float *x, const float *dy, run_ou
     o.activation = CLBN_ACTIVATION_RELU;
     clbn_bn *bn = NULL;
     TU_OK(clbn_bn_create(tu_ctx, &o, &bn));
-    tu_rng r;
-    tu_rng_seed(&r, 5);
+    ref_rng r;
+    ref_rng_seed(&r, 5);
     double *g = tu_doubles(C), *b = tu_doubles(C);
     random_affine(bn, &r, C, g, b);
     cl_mem xb = tu_buffer_from(tu_ctx, x, E), yb = tu_buffer(tu_ctx, E);
@@ -310,8 +311,8 @@ static void bit_identical_runs(void **state) {
     for (size_t si = 0; si < 2; si++) {
         const clbn_shape *s = &shapes[si];
         const size_t C = (size_t)s->c, E = ref_elems(s);
-        tu_rng r;
-        tu_rng_seed(&r, 99 + si);
+        ref_rng r;
+        ref_rng_seed(&r, 99 + si);
         float *x = tu_floats(E), *dy = tu_floats(E);
         tu_fill_normal(&r, x, E, 3.0, 2.0);
         tu_fill_normal(&r, dy, E, 0.0, 1.0);
@@ -342,8 +343,8 @@ static void in_place_forward(void **state) {
         const clbn_shape *s = &shapes[si];
         const size_t C = (size_t)s->c, E = ref_elems(s);
         for (int infer = 0; infer < 2; infer++) {
-            tu_rng r;
-            tu_rng_seed(&r, 300 + si * 2 + (uint64_t)infer);
+            ref_rng r;
+            ref_rng_seed(&r, 300 + si * 2 + (uint64_t)infer);
             float *x = tu_floats(E), *y = tu_floats(E);
             tu_fill_normal(&r, x, E, -1.5, 1.7);
             clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
@@ -353,8 +354,8 @@ static void in_place_forward(void **state) {
             random_affine(bn, &r, C, gamma, beta);
             float *fm = tu_floats(C), *fv = tu_floats(C);
             for (size_t c = 0; c < C; c++) {
-                fm[c] = (float)(-1.5 + 0.5 * tu_normal(&r));
-                fv[c] = (float)(2.0 + tu_uniform(&r));
+                fm[c] = (float)(-1.5 + 0.5 * ref_normal(&r));
+                fv[c] = (float)(2.0 + ref_uniform(&r));
                 rm[c] = fm[c];
                 rv[c] = fv[c];
             }
@@ -411,8 +412,8 @@ static void caller_saved_statistics(void **state) {
     const uint64_t mo = 5, io = 13; /* offsets in the caller's buffers */
     const size_t total = 40;
     const float sentinel = -12345.5f;
-    tu_rng r;
-    tu_rng_seed(&r, 4242 + (uint64_t)layout);
+    ref_rng r;
+    ref_rng_seed(&r, 4242 + (uint64_t)layout);
     clbn_bn *bn = make_bn(C, CLBN_BN_FLAGS_DEFAULT, 0.0f);
     double eps = eps_of(bn);
     double *gamma = tu_doubles(C), *beta = tu_doubles(C);
@@ -526,8 +527,8 @@ static void accumulate_gradients(void **state) {
     const clbn_shape s = shape_in(layout, 4, 7, 12, 11);
     const size_t C = (size_t)s.c, E = ref_elems(&s);
     for (int accumulate = 0; accumulate < 2; accumulate++) {
-        tu_rng r;
-        tu_rng_seed(&r, 808 + (uint64_t)accumulate);
+        ref_rng r;
+        ref_rng_seed(&r, 808 + (uint64_t)accumulate);
         uint32_t flags = CLBN_BN_FLAGS_DEFAULT | (accumulate ? CLBN_ACCUMULATE_GRADIENTS : 0);
         clbn_bn *bn = make_bn(C, flags, 0.0f);
         double eps = eps_of(bn);
@@ -612,8 +613,8 @@ static void single_value_batch(void **state) {
     const clbn_layout layout = *(const clbn_layout *)*state;
     const clbn_shape s = shape_in(layout, 1, 5, 1, 1);
     const size_t C = 5;
-    tu_rng r;
-    tu_rng_seed(&r, 31 + (uint64_t)layout);
+    ref_rng r;
+    ref_rng_seed(&r, 31 + (uint64_t)layout);
     float x[5], y[5], beta[5];
     tu_fill_normal(&r, x, C, 3.0, 4.0);
     cl_mem xb = tu_buffer_from(tu_ctx, x, C), yb = tu_buffer(tu_ctx, C);

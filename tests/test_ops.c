@@ -1,7 +1,7 @@
 /* Every operation x layout x mode x option against the double-precision reference, on odd, long,
- * split-sized and ResNet-50 shapes (the harness is ref_check_case in reference.c).
+ * split-sized and ResNet-50 shapes (the harness is ref_run_case in bench/check.c).
  *
- * Tolerances: |got - ref| <= atol + rtol*|ref|, from ref_default_tolerances (reference.c, shared
+ * Tolerances: |got - ref| <= atol + rtol*|ref|, from ref_default_tolerances (bench/check.c, shared
  * with test_limits.c). Data: x per channel N(mu_c, s_c) with mu_c in [-2, 2], s_c in [0.5, 2];
  * gamma of both signs, |gamma| in [0.5, 1.5]; beta, dy ~ N(0, 1).
  *
@@ -27,6 +27,7 @@
  * on (the header leaves them unspecified otherwise). Cases named "offset=k" use every buffer at
  * a distinct offset near k; all output buffers carry sentinels before and after the range, and
  * x and dy must come back unchanged. */
+#include "check.h"
 #include "reference.h"
 #include "test_util.h"
 

@@ -1,4 +1,4 @@
-/* Checks the double-precision reference itself (tests/reference.c): its backward formulas
+/* Checks the double-precision reference itself (bench/reference.c): its backward formulas
  * against central finite differences of its forward, and cases whose answer is known exactly.
  * No OpenCL device is used. */
 #include "reference.h"
@@ -88,18 +88,18 @@ static double min_abs_z(const fd_problem *f) {
 
 static void fill(fd_problem *f, uint64_t seed) {
     size_t E = ref_elems(&f->s), C = (size_t)f->s.c;
-    tu_rng r;
-    tu_rng_seed(&r, seed);
+    ref_rng r;
+    ref_rng_seed(&r, seed);
     for (size_t c = 0; c < C; c++) {
-        f->gamma[c] = (0.5 + tu_uniform(&r)) * (c % 2 ? -1.0 : 1.0);
-        f->beta[c] = tu_normal(&r);
-        f->rm[c] = 0.5 * tu_normal(&r);
-        f->rv[c] = 0.5 + tu_uniform(&r);
+        f->gamma[c] = (0.5 + ref_uniform(&r)) * (c % 2 ? -1.0 : 1.0);
+        f->beta[c] = ref_normal(&r);
+        f->rm[c] = 0.5 * ref_normal(&r);
+        f->rv[c] = 0.5 + ref_uniform(&r);
     }
     for (size_t i = 0; i < E; i++) {
         size_t c = ref_channel_of(&f->s, i);
-        f->x[i] = (double)c - 1.0 + (1.0 + 0.3 * (double)c) * tu_normal(&r);
-        f->w[i] = tu_normal(&r);
+        f->x[i] = (double)c - 1.0 + (1.0 + 0.3 * (double)c) * ref_normal(&r);
+        f->w[i] = ref_normal(&r);
     }
 }
 

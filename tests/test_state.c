@@ -75,10 +75,10 @@ static clbn_bn *make_bn(uint64_t channels, uint32_t flags, float eps) {
 /* Fills vector v with values that tell vectors apart and include awkward floats (negative zero,
  * a subnormal, a huge value); running var and saved invstd stay positive. */
 static void vector_values(int v, float *out, size_t c, uint64_t seed) {
-    tu_rng r;
-    tu_rng_seed(&r, seed * 131u + (uint64_t)v);
+    ref_rng r;
+    ref_rng_seed(&r, seed * 131u + (uint64_t)v);
     for (size_t i = 0; i < c; i++) {
-        double x = tu_normal(&r);
+        double x = ref_normal(&r);
         if (v == CLBN_VECTOR_RUNNING_VAR || v == CLBN_VECTOR_SAVED_INVSTD)
             x = 0.05 + fabs(x) * 2.0;
         else
@@ -341,13 +341,13 @@ static void check_scaled(const char *what, const float *got, const double *ref, 
 static void check_export(clbn_bn *bn, int scale_on, int shift_on, uint64_t seed) {
     const float eps = 0.01f;
     float g[VC], be[VC], rm[VC], rv[VC], sm[VC], si[VC];
-    tu_rng r;
-    tu_rng_seed(&r, seed);
+    ref_rng r;
+    ref_rng_seed(&r, seed);
     for (unsigned i = 0; i < VC; i++) {
-        g[i] = (float)(1.5 * tu_normal(&r)); /* negative gammas too */
-        be[i] = (float)tu_normal(&r);
-        rm[i] = (float)(5.0 + 3.0 * tu_normal(&r));
-        rv[i] = (float)(0.02 + 4.0 * tu_uniform(&r));
+        g[i] = (float)(1.5 * ref_normal(&r)); /* negative gammas too */
+        be[i] = (float)ref_normal(&r);
+        rm[i] = (float)(5.0 + 3.0 * ref_normal(&r));
+        rv[i] = (float)(0.02 + 4.0 * ref_uniform(&r));
         sm[i] = rm[i] + 1.0f; /* decoys: the saved statistics must not be used */
         si[i] = 0.5f;
     }
@@ -429,8 +429,8 @@ static void cl_mem_updates_seen_by_next_forward(void **state) {
         clbn_shape s = {layouts[l], 2, c, 3, 4};
         const size_t n = tu_shape_elems(&s);
         float xh[120];
-        tu_rng r;
-        tu_rng_seed(&r, 6 + l);
+        ref_rng r;
+        ref_rng_seed(&r, 6 + l);
         tu_fill_normal(&r, xh, n, 2.0, 1.5);
         cl_mem x = tu_buffer_from(F.ctx, xh, n), y = tu_buffer(F.ctx, n);
         float rm[5] = {2.0f, 1.5f, -0.5f, 2.5f, 3.0f}, rv[5] = {1.0f, 2.25f, 0.5f, 4.0f, 0.1f};
@@ -751,10 +751,10 @@ static void load_refuses_foreign_files(void **state) {
     write_whole(bad, junk, size);
     load_expect("zeros, as long as a real file", bad, mismatch, 1);
 
-    tu_rng r;
-    tu_rng_seed(&r, 77);
+    ref_rng r;
+    ref_rng_seed(&r, 77);
     for (size_t i = 0; i < size + 64; i++)
-        junk[i] = (unsigned char)(tu_uniform(&r) * 256.0);
+        junk[i] = (unsigned char)(ref_uniform(&r) * 256.0);
     write_whole(bad, junk, size + 64);
     load_expect("random bytes", bad, mismatch, 1);
 

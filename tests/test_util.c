@@ -126,35 +126,9 @@ void tu_finish(clbn_context *ctx) {
     clFinish(q);
 }
 
-void tu_rng_seed(tu_rng *r, uint64_t seed) {
-    r->s = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
-    if (r->s == 0)
-        r->s = 1;
-}
-
-static uint64_t next_u64(tu_rng *r) {
-    uint64_t x = r->s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    r->s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-double tu_uniform(tu_rng *r) {
-    return (double)(next_u64(r) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-double tu_normal(tu_rng *r) {
-    double u1 = tu_uniform(r), u2 = tu_uniform(r);
-    if (u1 < 1e-300)
-        u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-void tu_fill_normal(tu_rng *r, float *v, size_t n, double mean, double stddev) {
+void tu_fill_normal(ref_rng *r, float *v, size_t n, double mean, double stddev) {
     for (size_t i = 0; i < n; i++)
-        v[i] = (float)(mean + stddev * tu_normal(r));
+        v[i] = (float)(mean + stddev * ref_normal(r));
 }
 
 double tu_check_close(const char *what, const float *got, const double *ref, size_t n, double atol,
@@ -175,4 +149,17 @@ size_t tu_shape_elems(const clbn_shape *s) {
     if (s->layout == CLBN_LAYOUT_NC)
         return (size_t)(s->n * s->c);
     return (size_t)(s->n * s->c * s->h * s->w);
+}
+
+void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *tol,
+                    clbn_plan *plan) {
+    ref_outcome o;
+    ref_run_case(ctx, k, tol, &o);
+    if (plan)
+        *plan = o.plan;
+    ref_outcome_free(&o);
+    if (o.failed)
+        fail_msg("%s", o.message);
+    if (plan)
+        assert_true(plan->work_group_size > 0);
 }

@@ -3,6 +3,8 @@
 #ifndef CLBN_TEST_UTIL_H
 #define CLBN_TEST_UTIL_H
 
+#include "check.h"
+
 #include <clbn.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,14 +35,13 @@ void tu_write(clbn_context *ctx, cl_mem buf, size_t offset, const float *host, s
 void tu_read(clbn_context *ctx, cl_mem buf, size_t offset, float *host, size_t n);
 void tu_finish(clbn_context *ctx);
 
-/* Deterministic pseudo-random numbers (xorshift64*, Box-Muller). */
-typedef struct tu_rng {
-    uint64_t s;
-} tu_rng;
-void tu_rng_seed(tu_rng *r, uint64_t seed);
-double tu_uniform(tu_rng *r); /* [0, 1) */
-double tu_normal(tu_rng *r);  /* N(0, 1) */
-void tu_fill_normal(tu_rng *r, float *v, size_t n, double mean, double stddev);
+/* n values of N(mean, stddev^2) from bench/check.h's generator. */
+void tu_fill_normal(ref_rng *r, float *v, size_t n, double mean, double stddev);
+
+/* Runs a case (bench/check.h) on ctx and fails the test on its first violation. When plan is
+ * not NULL, it receives clbn_bn_query_plan's answer for the case's op and shape. */
+void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *tol,
+                    clbn_plan *plan);
 
 /* Worst |got - ref| and the check |got - ref| <= atol + rtol*|ref| for every element: on the
  * first violation the test fails with a message naming `what`, the index, both values. */

@@ -105,8 +105,9 @@ int clbn_cmd_devices(int argc, char **argv) {
                    d->platform_name);
             last_platform = d->platform_index;
         }
-        printf("  device %" PRIu32 ":%" PRIu32 "  %s  %s\n", d->platform_index, d->device_index,
-               device_type_name(d->type), d->device_name);
+        printf("  device %" PRIu32 ":%" PRIu32 "  %s  %s%s\n", d->platform_index, d->device_index,
+               d->is_simulator ? "simulator" : device_type_name(d->type), d->device_name,
+               d->is_simulator ? "  (chosen only by name or P:D)" : "");
         printf("    vendor            %s\n", d->vendor);
         print_device_string("device version", d->device, CL_DEVICE_VERSION, d->device_version);
         print_device_string("driver version", d->device, CL_DRIVER_VERSION, d->driver_version);

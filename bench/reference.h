@@ -1,9 +1,7 @@
-/* The double-precision host reference of DESIGN.md's batch-normalization formulas, and the
- * harness that runs one clbn operation on random data and compares it with the reference.
- * The formulas need only libm; the harness needs cmocka and test_util.c (build reference.c with
- * -DREF_NO_HARNESS to leave it out). */
-#ifndef CLBN_TEST_REFERENCE_H
-#define CLBN_TEST_REFERENCE_H
+/* The double-precision host reference of DESIGN.md's batch-normalization formulas, shared by the
+ * tests, `clbn bench` and `clbn validate`. Only libm. */
+#ifndef CLBN_BENCH_REFERENCE_H
+#define CLBN_BENCH_REFERENCE_H
 
 #include <clbn.h>
 #include <stddef.h>
@@ -73,52 +71,17 @@ void ref_backward(const clbn_shape *s, const ref_params *p, const double *x, con
 void ref_backward_frozen(const clbn_shape *s, const ref_params *p, const double *x, const double *y,
                          const double *dy, const double *running_mean, const double *running_var,
                          double *dx, double *dgamma, double *dbeta);
+/* dz of element i: dy, or through the activation from the forward's output y. */
+double ref_dz(const ref_params *p, const double *y, const double *dy, size_t i);
+/* Per channel, the sums of |dz*xhat| and |dz|: the scale of dgamma's and dbeta's rounding. */
+void ref_sum_magnitudes(const clbn_shape *s, const ref_params *p, const double *x, const double *y,
+                        const double *dy, const double *mean, const double *invstd,
+                        double *abs_dgamma, double *abs_dbeta);
 /* Folding: a = gamma/sqrt(rv + eps), b = beta - a*rm. */
 void ref_fold(size_t channels, const ref_params *p, const double *running_mean,
               const double *running_var, double *a, double *b);
 
 /* Conversions (malloc'd; the caller frees). */
 double *ref_to_double(const float *v, size_t n);
-
-/* ------------------------------------------------------------------------------------------
- * Harness: one clbn operation on random data, compared with the reference (cmocka asserts).
- * Tolerances (|err| <= atol + rtol*|ref|), measured on PoCL; see test_ops.c for the table.
- * ------------------------------------------------------------------------------------------ */
-typedef struct ref_tolerance {
-    double atol, rtol;
-} ref_tolerance;
-
-typedef struct ref_tolerances {
-    ref_tolerance mean, invstd, y, running_mean, running_var, dx;
-    /* y's atol grows per channel by this times |gamma|·invstd·|mean|: the fp32 rounding of the
-     * mean, carried through x − mean and amplified by invstd */
-    double y_mean_factor;
-    /* dgamma and dbeta are sums of m terms: atol is this factor times Σ|term| of the channel,
-     * so a sum that cancels to near zero is held to the accuracy of its terms. */
-    double sum_atol_factor, sum_rtol;
-} ref_tolerances;
-
-extern const ref_tolerances ref_default_tolerances;
-
-typedef struct ref_case {
-    clbn_op op;
-    clbn_shape shape;
-    uint32_t flags; /* clbn_bn_options.flags */
-    clbn_activation activation;
-    float factor;             /* 0: 0.1 */
-    float eps;                /* 0: 1e-5 */
-    uint64_t batches_tracked; /* t before the call (cumulative mode) */
-    uint64_t offset;          /* nonzero: every buffer is used at an offset derived from it */
-    uint64_t seed;
-    double data_mean; /* x = data_mean + per-channel mean + N(0, std) */
-} ref_case;
-
-/* Writes a name such as "fwd_train NHWC 3x5x7x11 scale+shift relu track off" into buf. */
-void ref_case_name(const ref_case *k, char *buf, size_t size);
-
-/* Runs the case on ctx and compares every output with the reference. When plan is not NULL,
- * it receives clbn_bn_query_plan's answer for the case's op and shape. */
-void ref_check_case(clbn_context *ctx, const ref_case *k, const ref_tolerances *tol,
-                    clbn_plan *plan);
 
 #endif
