@@ -146,6 +146,13 @@ clbn_status clbn_context_create(const clbn_context_options *options, clbn_contex
     return CLBN_SUCCESS;
 }
 
+uint64_t clbn_kernel_source_hash(void) {
+    uint64_t h = CLBN_FNV_INIT;
+    for (size_t i = 0; i < clbn_embedded_source_count; i++)
+        h = clbn_fnv1a(h, clbn_embedded_sources[i].text, clbn_embedded_sources[i].length);
+    return h;
+}
+
 clbn_status clbn_check_in_order(cl_command_queue queue, const char *name) {
     cl_command_queue_properties props = 0;
     cl_int err =

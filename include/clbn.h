@@ -43,6 +43,9 @@ extern "C" {
 
 CLBN_API unsigned clbn_version_number(void);
 CLBN_API const char *clbn_version_string(void);
+/* FNV-1a 64 of the kernel sources built into this library: two builds with the same hash run
+ * the same kernels (`clbn validate` records it next to each result). */
+CLBN_API uint64_t clbn_kernel_source_hash(void);
 
 /* ------------------------------------------------------------------------------------------
  * Status. One table gives the enum, clbn_status_name() and clbn_status_string().
