@@ -13,7 +13,10 @@
  *   running var                                    rtol 1e-5 (the variance's own bound)
  *   dx                                             atol 1e-5, rtol 1e-5 (as in test_ops.c)
  *   dgamma, dbeta                                  atol 1e-6·Σ|term|, rtol 1e-5 (as test_ops.c)
- *   m = 1, determinism, untouched buffers          exact (memcmp) */
+ *   m = 1, determinism, untouched buffers          exact (memcmp)
+ *   backward sums over m = 2^22 values             as dgamma, dbeta and dx above: dy = 0.1 +
+ *                                                  N(0, 1e-8), whose plain fp32 running sum
+ *                                                  per item drifts by percents */
 #include "check.h"
 #include "reference.h"
 #include "test_util.h"
@@ -654,6 +657,85 @@ static void single_value_batch(void **state) {
     clReleaseMemObject(yb);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Backward sums over m = 2^22 values per channel: dy = 0.1 + N(0, 1e-8) makes every term
+ * inexact and of the same sign, so a plain fp32 running sum rounds the same way at every step.
+ * Measured with the runs unbounded: dbeta off by 2.4e-4 relative on this CPU's NHWC plan and by
+ * 1e-2 on a context limited to work-groups of one item, one compute unit and scalar loads
+ * (four lanes of 2^20 values each); bounded runs stay below 2e-7 on every plan.
+ * ------------------------------------------------------------------------------------------ */
+static clbn_context *one_lane_context(void) {
+    clbn_context_options o;
+    clbn_context_options_init(&o);
+    o.limits.max_work_group_size = 1;
+    o.limits.compute_units = 1;
+    o.limits.vector_width = 1;
+    o.limits.device_type = CLBN_DEVICE_KIND_CPU;
+    clbn_context *ctx = NULL;
+    TU_OK(clbn_context_create(&o, &ctx));
+    return ctx;
+}
+
+static void long_channel_backward(void **state) {
+    const clbn_layout l = *(const clbn_layout *)state[0];
+    static const char *const who[] = {"default", "GPU-limits", "one-lane"};
+    for (int gpu = 0; gpu < 3; gpu++) {
+        clbn_context *ctx = gpu == 0 ? tu_ctx : gpu == 1 ? tu_context_gpu_limits()
+                                                          : one_lane_context();
+        const clbn_shape s = shape_in(l, 16, 1, 512, 512); /* m = 2^22 */
+        const size_t E = ref_elems(&s);
+        ref_rng r;
+        ref_rng_seed(&r, 4242 + (uint64_t)l);
+        float *x = tu_floats(E), *dy = tu_floats(E), *dx = tu_floats(E);
+        tu_fill_normal(&r, x, E, 3.0, 2.0);
+        tu_fill_normal(&r, dy, E, 0.1, 1e-4);
+        cl_mem xb = tu_buffer_from(ctx, x, E), yb = tu_buffer(ctx, E);
+        cl_mem dyb = tu_buffer_from(ctx, dy, E), dxb = tu_buffer(ctx, E);
+        clbn_bn_options o;
+        clbn_bn_options_init(&o);
+        o.channels = 1;
+        clbn_bn *bn = NULL;
+        TU_OK(clbn_bn_create(ctx, &o, &bn));
+        TU_OK(clbn_bn_forward_train(bn, &s, xb, 0, yb, 0, NULL, NULL, 0, NULL, NULL));
+        TU_OK(clbn_bn_backward(bn, &s, xb, 0, NULL, 0, dyb, 0, dxb, 0, NULL, NULL, 0, NULL, NULL));
+        clbn_plan plan;
+        TU_OK(clbn_bn_query_plan(bn, CLBN_OP_BACKWARD, &s, &plan));
+        tu_read(ctx, dxb, 0, dx, E);
+        double mean, invstd, dg_ref, db_ref, abs_b = 0.0, abs_g = 0.0;
+        read_doubles(bn, CLBN_VECTOR_SAVED_MEAN, &mean, 1);
+        read_doubles(bn, CLBN_VECTOR_SAVED_INVSTD, &invstd, 1);
+        double *x_d = ref_to_double(x, E), *dy_d = ref_to_double(dy, E), *dx_ref = tu_doubles(E);
+        ref_params p = {o.eps, 1, 1, CLBN_ACTIVATION_NONE, NULL, NULL};
+        ref_backward(&s, &p, x_d, NULL, dy_d, &mean, &invstd, dx_ref, &dg_ref, &db_ref);
+        add_abs_sums(&s, x_d, dy_d, &mean, &invstd, &abs_b, &abs_g);
+        double dg, db;
+        read_doubles(bn, CLBN_VECTOR_DGAMMA, &dg, 1);
+        read_doubles(bn, CLBN_VECTOR_DBETA, &db, 1);
+        print_message("      %s plan %s wg %zu split %llu: dbeta %.9g (ref %.9g, rel %.2e), "
+                      "dgamma %.6g (ref %.6g)\n",
+                      who[gpu], clbn_strategy_name(plan.strategy),
+                      plan.work_group_size, (unsigned long long)plan.split, db, db_ref,
+                      fabs(db - db_ref) / fabs(db_ref), dg, dg_ref);
+        float dbf = (float)db, dgf = (float)dg;
+        check_sums("dbeta", &dbf, &db_ref, &abs_b, 1);
+        check_sums("dgamma", &dgf, &dg_ref, &abs_g, 1);
+        tu_check_close("dx", dx, dx_ref, E, 1e-5, 1e-5);
+        clbn_bn_release(bn);
+        clReleaseMemObject(xb);
+        clReleaseMemObject(yb);
+        clReleaseMemObject(dyb);
+        clReleaseMemObject(dxb);
+        free(x);
+        free(dy);
+        free(dx);
+        free(x_d);
+        free(dy_d);
+        free(dx_ref);
+        if (gpu)
+            clbn_context_release(ctx);
+    }
+}
+
 int main(void) {
     static const char *lnames[] = {"NCHW", "NHWC", "NC"};
     static running_case running[9];
@@ -670,6 +752,7 @@ int main(void) {
         {"caller_saved_statistics offsets 5,13", caller_saved_statistics},
         {"accumulate_gradients two bwd calls", accumulate_gradients},
         {"single_value_batch m=1", single_value_batch},
+        {"long_channel_backward m=2^22 dy=0.1+N(0,1e-8)", long_channel_backward},
     };
     for (size_t t = 0; t < sizeof per_layout / sizeof per_layout[0]; t++)
         for (size_t li = 0; li < 3; li++) {
