@@ -76,19 +76,27 @@ static clbn_device_info device_of(clbn_context *ctx) {
     return info;
 }
 
-/* The device the documented default picks: the first GPU, else the first device. */
-static const clbn_device_info *default_device(void) {
-    for (size_t i = 0; i < D.count; i++)
-        if (D.info[i].type & CL_DEVICE_TYPE_GPU)
-            return &D.info[i];
-    return &D.info[0];
+/* What the "gpu" and "cpu" selectors pick, by the documented rule: never a simulator; "gpu"
+ * the first GPU (or accelerator), "cpu" the CPU with the most compute units, the first of
+ * those on a tie. */
+static const clbn_device_info *first_of_type(cl_device_type type) {
+    const clbn_device_info *best = NULL;
+    for (size_t i = 0; i < D.count; i++) {
+        const clbn_device_info *d = &D.info[i];
+        if (d->is_simulator || !(d->type & type))
+            continue;
+        if (type & CL_DEVICE_TYPE_GPU)
+            return d;
+        if (!best || d->compute_units > best->compute_units)
+            best = d;
+    }
+    return best;
 }
 
-static const clbn_device_info *first_of_type(cl_device_type type) {
-    for (size_t i = 0; i < D.count; i++)
-        if (D.info[i].type & type)
-            return &D.info[i];
-    return NULL;
+/* The device the documented default picks: the "gpu" choice, else the "cpu" one. */
+static const clbn_device_info *default_device(void) {
+    const clbn_device_info *d = first_of_type(CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR);
+    return d ? d : first_of_type(CL_DEVICE_TYPE_CPU);
 }
 
 /* Keeps and restores $CLBN_DEVICE around a test. */
@@ -260,7 +268,45 @@ static void selector_cpu(void **state) {
 
 static void selector_gpu(void **state) {
     (void)state;
-    selector_by_type("gpu", CL_DEVICE_TYPE_GPU);
+    selector_by_type("gpu", CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR);
+}
+
+/* A simulator (Oclgrind claims to be a CPU, a GPU and an accelerator at once) is never what
+ * "gpu", "cpu" or the default choose; its name or indices do select it. With
+ * CLBN_EXPECT_DEVICES=n (the README's test command sets 3: PoCL's pthread and basic devices
+ * and Oclgrind) fewer devices is a failure, so a missing simulator cannot pass unnoticed. */
+static void simulator_only_by_name_or_indices(void **state) {
+    (void)state;
+    const char *expect = getenv("CLBN_EXPECT_DEVICES");
+    if (expect && *expect && D.count < (size_t)strtoul(expect, NULL, 10))
+        fail_msg("CLBN_EXPECT_DEVICES=%s but %zu OpenCL devices were found", expect, D.count);
+    size_t simulators = 0;
+    for (size_t i = 0; i < D.count; i++) {
+        const clbn_device_info *d = &D.info[i];
+        if (!d->is_simulator)
+            continue;
+        simulators++;
+        const char *sels[] = {"gpu", "cpu", NULL};
+        for (size_t k = 0; k < sizeof sels / sizeof sels[0]; k++) {
+            clbn_context *ctx = NULL;
+            if (create_with(sels[k], &ctx) == CLBN_SUCCESS) {
+                if (device_of(ctx).device == d->device)
+                    fail_msg("selector %s chose the simulator %s", sels[k] ? sels[k] : "(default)",
+                             d->device_name);
+                clbn_context_release(ctx);
+            }
+        }
+        char sel[32];
+        snprintf(sel, sizeof sel, "%u:%u", d->platform_index, d->device_index);
+        clbn_context *ctx = NULL;
+        TU_OK(create_with(sel, &ctx));
+        assert_ptr_equal(device_of(ctx).device, d->device);
+        clbn_context_release(ctx);
+        TU_OK(create_with("oclgrind", &ctx));
+        assert_true(device_of(ctx).is_simulator);
+        clbn_context_release(ctx);
+    }
+    print_message("%zu devices, %zu of them simulators\n", D.count, simulators);
 }
 
 static void selector_platform_device_indices(void **state) {
@@ -407,7 +453,7 @@ static cl_uint refcount_queue(cl_command_queue q) {
 
 static void wrap_callers_context_and_queue(void **state) {
     (void)state;
-    const clbn_device_info *dev = &D.info[0];
+    const clbn_device_info *dev = default_device();
     cl_int err = CL_SUCCESS;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)dev->platform, 0};
     cl_context mine = clCreateContext(props, 1, &dev->device, NULL, NULL, &err);
@@ -441,6 +487,62 @@ static void wrap_callers_context_and_queue(void **state) {
     assert_int_equal(clFinish(q), CL_SUCCESS);
     clReleaseMemObject(m);
     clReleaseCommandQueue(q);
+    clReleaseContext(mine);
+}
+
+/* An out-of-order queue would let the kernels of one call, or two calls on one state object,
+ * overlap: clbn_context_wrap and every call refuse it, naming it. */
+static void out_of_order_queue_refused(void **state) {
+    (void)state;
+    const clbn_device_info *dev = default_device();
+    cl_command_queue_properties props = 0;
+    assert_int_equal(
+        clGetDeviceInfo(dev->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof props, &props, NULL),
+        CL_SUCCESS);
+    if (!(props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE))
+        fail_msg("%s has no out-of-order queues; the refusal cannot be tested here",
+                 dev->device_name);
+    cl_int err = CL_SUCCESS;
+    cl_context_properties cp[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)dev->platform, 0};
+    cl_context mine = clCreateContext(cp, 1, &dev->device, NULL, NULL, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    cl_command_queue ooo =
+        clCreateCommandQueue(mine, dev->device, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    cl_command_queue in_order = clCreateCommandQueue(mine, dev->device, 0, &err);
+    assert_int_equal(err, CL_SUCCESS);
+
+    clbn_context *ctx = NULL;
+    assert_int_equal(clbn_context_wrap(mine, ooo, NULL, &ctx), CLBN_ERROR_INVALID_ARGUMENT);
+    assert_null(ctx);
+    if (!contains_ci(clbn_last_error_message(), "out-of-order"))
+        fail_msg("the message does not say why: \"%s\"", clbn_last_error_message());
+
+    TU_OK(clbn_context_wrap(mine, in_order, NULL, &ctx));
+    clbn_bn_options o;
+    clbn_bn_options_init(&o);
+    o.channels = 2;
+    clbn_bn *bn = NULL;
+    TU_OK(clbn_bn_create(ctx, &o, &bn));
+    clbn_shape s = {CLBN_LAYOUT_NCHW, 2, 2, 2, 2};
+    float host[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    cl_mem x =
+        clCreateBuffer(mine, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, sizeof host, host, &err);
+    assert_int_equal(err, CL_SUCCESS);
+    float before[2], after[2];
+    TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_RUNNING_MEAN, before, 2));
+    assert_int_equal(clbn_bn_forward_train(bn, &s, x, 0, x, 0, NULL, ooo, 0, NULL, NULL),
+                     CLBN_ERROR_INVALID_ARGUMENT);
+    if (!contains_ci(clbn_last_error_message(), "out-of-order"))
+        fail_msg("the message does not say why: \"%s\"", clbn_last_error_message());
+    TU_OK(clbn_bn_read_vector(bn, CLBN_VECTOR_RUNNING_MEAN, after, 2));
+    assert_memory_equal(before, after, sizeof before);
+    TU_OK(clbn_bn_forward_train(bn, &s, x, 0, x, 0, NULL, in_order, 0, NULL, NULL));
+    clbn_bn_release(bn);
+    clbn_context_release(ctx);
+    clReleaseMemObject(x);
+    clReleaseCommandQueue(ooo);
+    clReleaseCommandQueue(in_order);
     clReleaseContext(mine);
 }
 
@@ -775,6 +877,8 @@ int main(void) {
         cmocka_unit_test(device_list_has_named_devices_with_limits),
         cmocka_unit_test(selector_cpu),
         cmocka_unit_test(selector_gpu),
+        cmocka_unit_test(simulator_only_by_name_or_indices),
+        cmocka_unit_test(out_of_order_queue_refused),
         cmocka_unit_test(selector_platform_device_indices),
         cmocka_unit_test(selector_name_substring_ignores_case),
         cmocka_unit_test(selector_matching_nothing_is_device_not_found),

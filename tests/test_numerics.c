@@ -680,8 +680,9 @@ static void long_channel_backward(void **state) {
     const clbn_layout l = *(const clbn_layout *)state[0];
     static const char *const who[] = {"default", "GPU-limits", "one-lane"};
     for (int gpu = 0; gpu < 3; gpu++) {
-        clbn_context *ctx = gpu == 0 ? tu_ctx : gpu == 1 ? tu_context_gpu_limits()
-                                                          : one_lane_context();
+        clbn_context *ctx = gpu == 0   ? tu_ctx
+                            : gpu == 1 ? tu_context_gpu_limits()
+                                       : one_lane_context();
         const clbn_shape s = shape_in(l, 16, 1, 512, 512); /* m = 2^22 */
         const size_t E = ref_elems(&s);
         ref_rng r;
@@ -713,9 +714,9 @@ static void long_channel_backward(void **state) {
         read_doubles(bn, CLBN_VECTOR_DBETA, &db, 1);
         print_message("      %s plan %s wg %zu split %llu: dbeta %.9g (ref %.9g, rel %.2e), "
                       "dgamma %.6g (ref %.6g)\n",
-                      who[gpu], clbn_strategy_name(plan.strategy),
-                      plan.work_group_size, (unsigned long long)plan.split, db, db_ref,
-                      fabs(db - db_ref) / fabs(db_ref), dg, dg_ref);
+                      who[gpu], clbn_strategy_name(plan.strategy), plan.work_group_size,
+                      (unsigned long long)plan.split, db, db_ref, fabs(db - db_ref) / fabs(db_ref),
+                      dg, dg_ref);
         float dbf = (float)db, dgf = (float)dg;
         check_sums("dbeta", &dbf, &db_ref, &abs_b, 1);
         check_sums("dgamma", &dgf, &dg_ref, &abs_g, 1);

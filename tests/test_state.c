@@ -731,6 +731,43 @@ static void load_refuses_newer_version(void **state) {
     free(bytes);
 }
 
+/* A file whose checksum is right but whose options are not (eps = -1, written by hand): refused
+ * as corrupt, with a message that names the file and the option. The message is built from the
+ * option check's own message, once written into the same per-thread buffer it was read from. */
+static void load_refuses_invalid_options_with_reason(void **state) {
+    (void)state;
+    char path[512], bad[512];
+    size_t size;
+    float g[3];
+    unsigned char *bytes = small_saved_file(path, sizeof path, &size, g);
+    path_in_dir(bad, sizeof bad, "bad-eps.clbn");
+    const float eps = 3.0e-4f, minus_one = -1.0f; /* make_distinct_bn's eps */
+    const unsigned char *gamma_at = find_bytes(bytes, size, g, sizeof g);
+    assert_non_null(gamma_at);
+    unsigned char *at = (unsigned char *)find_bytes(bytes, (size_t)(gamma_at - bytes), &eps, 4);
+    if (at == NULL)
+        fail_msg("eps's float bytes are not in the header");
+    memcpy(at, &minus_one, 4);
+    /* The file's checksum: FNV-1a 64 of everything before it, little-endian, last 8 bytes. */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i + 8 < size; i++) {
+        h ^= bytes[i];
+        h *= 0x100000001b3ull;
+    }
+    for (int i = 0; i < 8; i++)
+        bytes[size - 8 + i] = (unsigned char)(h >> (8 * i));
+    write_whole(bad, bytes, size);
+    clbn_bn *bn = NULL;
+    assert_int_equal(clbn_bn_load(F.ctx, bad, &bn), CLBN_ERROR_FILE_CORRUPT);
+    assert_null(bn);
+    const char *msg = clbn_last_error_message();
+    if (!strstr(msg, bad) || !strstr(msg, "invalid options") || !strstr(msg, "options.eps = -1"))
+        fail_msg("the message should name %s and options.eps = -1: \"%s\"", bad, msg);
+    unlink(bad);
+    unlink(path);
+    free(bytes);
+}
+
 static void load_refuses_foreign_files(void **state) {
     (void)state;
     char path[512], bad[512];
@@ -948,6 +985,7 @@ int main(void) {
         cmocka_unit_test(load_refuses_any_changed_byte),
         cmocka_unit_test(load_refuses_newer_version),
         cmocka_unit_test(load_refuses_foreign_files),
+        cmocka_unit_test(load_refuses_invalid_options_with_reason),
         cmocka_unit_test(load_missing_or_unreadable_is_io),
         cmocka_unit_test(save_failure_leaves_existing_file_unchanged),
         cmocka_unit_test(save_over_existing_replaces_atomically),
