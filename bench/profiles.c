@@ -6,6 +6,7 @@
  * 16 KiB, 2 cores, 128 KiB cache). */
 #include "profiles.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define KIB(x) ((uint64_t)(x) << 10)
@@ -38,5 +39,10 @@ const bench_profile *bench_profile_find(const char *name) {
 }
 
 const char *bench_profile_names(void) {
-    return "nvidia, amd, intel-igpu, embedded, cpu";
+    static char names[256];
+    if (!names[0])
+        for (size_t i = 0; i < bench_profile_count; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                     bench_profiles[i].name);
+    return names;
 }

@@ -2,6 +2,7 @@
  * worst error against the double-precision reference, the plan, the median time and GB/s next
  * to a device copy measured in the same run, interleaved, plus the first and cached start. */
 #include "bench.h"
+#include "profiles.h"
 #include "reference.h"
 
 #include <clbn.h>
@@ -15,17 +16,20 @@ typedef struct bench_opts {
     const char *device;
     clbn_shape shape;
     int layouts[2], nlayouts;
-    int runs, warmup, gpu_limits;
+    int runs, warmup;
+    const bench_profile *profile; /* NULL: the device's own limits */
 } bench_opts;
 
 static int usage(void) {
     fprintf(stderr,
             "usage: clbn bench [--device SEL] [--shape N,C,H,W] [--layout nchw|nhwc|nc|both]\n"
-            "                  [--runs R] [--warmup K] [--gpu-limits]\n"
+            "                  [--runs R] [--warmup K] [--profile NAME]\n"
             "  Prints, per op and layout: the plan, the worst error against the double-precision\n"
             "  reference, the median time over R runs after K warm-up runs, and GB/s counting\n"
             "  read x + write y (forward) or read x + dy + write dx (backward), next to a device\n"
-            "  copy measured in the same run. Defaults: 32,64,56,56, both layouts, R=20, K=3.\n");
+            "  copy measured in the same run. Defaults: 32,64,56,56, both layouts, R=20, K=3.\n"
+            "  --profile plans with a device profile's limits (%s) instead of the device's.\n",
+            bench_profile_names());
     return 2;
 }
 
@@ -41,10 +45,6 @@ static int parse(int argc, char **argv, bench_opts *o) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage();
-        if (!strcmp(a, "--gpu-limits")) {
-            o->gpu_limits = 1;
-            continue;
-        }
         if (!v)
             return usage();
         i++;
@@ -71,6 +71,13 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->runs = atoi(v);
         } else if (!strcmp(a, "--warmup")) {
             o->warmup = atoi(v);
+        } else if (!strcmp(a, "--profile")) {
+            o->profile = bench_profile_find(v);
+            if (!o->profile) {
+                fprintf(stderr, "clbn bench: unknown profile '%s' (one of %s)\n", v,
+                        bench_profile_names());
+                return 2;
+            }
         } else {
             return usage();
         }
@@ -85,14 +92,8 @@ static clbn_context *make_context(const bench_opts *o, const char *cache_dir) {
     clbn_context_options_init(&co);
     co.device = o->device;
     co.cache_dir = cache_dir;
-    if (o->gpu_limits) {
-        co.limits.max_work_group_size = 64;
-        co.limits.local_mem_size = 32768;
-        co.limits.vector_width = 4;
-        co.limits.compute_units = 16;
-        co.limits.cache_size = 4u << 20;
-        co.limits.device_type = CLBN_DEVICE_KIND_GPU;
-    }
+    if (o->profile)
+        co.limits = o->profile->limits;
     clbn_context *ctx = NULL;
     clbn_status st = clbn_context_create(&co, &ctx);
     if (st != CLBN_SUCCESS) {
@@ -312,8 +313,8 @@ static int bench_layout(clbn_context *ctx, const bench_opts *o, clbn_layout layo
                                        CLBN_OP_BACKWARD, CLBN_OP_FORWARD_INFER};
     const double traffic[OP_COUNT] = {2.0, 2.0, 3.0, 2.0};
     double copy_gbs = traffic[OP_COPY] * bytes / bench_median(t[OP_COPY], (size_t)o->runs) / 1e9;
-    printf("%-14s %-18s %5s %6s %3s %10s %8s %8s\n", "op", "plan", "wg", "split", "W", "median ms",
-           "GB/s", "of copy");
+    printf("%-14s %-18s %5s %6s %3s %3s %7s %10s %8s %8s\n", "op", "plan", "wg", "split", "W",
+           "cpi", "local", "median ms", "GB/s", "of copy");
     for (int op = 0; op < OP_COUNT; op++) {
         double med = bench_median(t[op], (size_t)o->runs);
         double gbs = traffic[op] * bytes / med / 1e9;
@@ -321,9 +322,10 @@ static int bench_layout(clbn_context *ctx, const bench_opts *o, clbn_layout layo
         memset(&p, 0, sizeof p);
         if (op != OP_COPY)
             clbn_bn_query_plan(bn, plan_op[op], &s, &p);
-        printf("%-14s %-18s %5zu %6llu %3u %10.3f %8.1f %7.0f%%\n", op_names[op],
+        printf("%-14s %-18s %5zu %6llu %3u %3u %7llu %10.3f %8.1f %7.0f%%\n", op_names[op],
                op == OP_COPY ? "copy kernel" : clbn_strategy_name(p.strategy), p.work_group_size,
-               (unsigned long long)p.split, p.vector_width, med * 1e3, gbs, 100.0 * gbs / copy_gbs);
+               (unsigned long long)p.split, p.vector_width, p.channels_per_item,
+               (unsigned long long)p.local_bytes, med * 1e3, gbs, 100.0 * gbs / copy_gbs);
         free(t[op]);
     }
     bench_copy_release(&copy);
@@ -351,10 +353,12 @@ int clbn_cmd_bench(int argc, char **argv) {
     clbn_context_get_device_info(ctx, &info);
     clbn_limits lim;
     clbn_context_get_limits(ctx, &lim);
-    printf("device: %s (%s, driver %s)%s; %u compute units, work-group <= %zu, vector width %u\n",
+    printf("device: %s (%s, driver %s)%s%s; %u compute units, work-group <= %zu, local memory "
+           "%llu B, vector width %u\n",
            info.device_name, info.platform_name, info.driver_version,
-           o.gpu_limits ? " with a GPU's limits imposed" : "", lim.compute_units,
-           lim.max_work_group_size, lim.vector_width);
+           o.profile ? " with the limits of profile " : "", o.profile ? o.profile->name : "",
+           lim.compute_units, lim.max_work_group_size, (unsigned long long)lim.local_mem_size,
+           lim.vector_width);
     int rc = 0;
     for (int i = 0; i < o.nlayouts && rc == 0; i++)
         rc = bench_layout(ctx, &o, (clbn_layout)o.layouts[i]);

@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo)
 if [ "${1:-}" = "--tests" ]; then
-  pkgs+=(libcmocka-dev clang python3-torch python3-numpy)
+  pkgs+=(libcmocka-dev clang python3-torch python3-numpy oclgrind)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
