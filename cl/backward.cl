@@ -187,19 +187,33 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
             }
 }
 
-/* Sums the split partials of each channel in group order. One item per channel. */
+/* Sums the split partials of each channel pairwise in a fixed order, as clbn_stats_merge
+ * merges moments. One item per channel. */
 __kernel void clbn_bwd_merge(ulong C, ulong split, __global const float *part,
                              __global float *sums) {
     const ulong c = get_global_id(0);
     if (c >= C)
         return;
-    float sa = 0.0f, sb = 0.0f;
+    float sa[CLBN_CASCADE], sb[CLBN_CASCADE];
+    uint depth = 0;
     for (ulong g = 0; g < split; g++) {
-        sa += part[2 * (c * split + g)];
-        sb += part[2 * (c * split + g) + 1];
+        float a = part[2 * (c * split + g)], b = part[2 * (c * split + g) + 1];
+        for (ulong k = g; k & 1; k >>= 1) {
+            depth--;
+            a = sa[depth] + a;
+            b = sb[depth] + b;
+        }
+        sa[depth] = a;
+        sb[depth] = b;
+        depth++;
     }
-    sums[2 * c] = sa;
-    sums[2 * c + 1] = sb;
+    while (depth > 1) {
+        depth--;
+        sa[depth - 1] += sa[depth];
+        sb[depth - 1] += sb[depth];
+    }
+    sums[2 * c] = sa[0];
+    sums[2 * c + 1] = sb[0];
 }
 
 /* dx for NCHW, with the range of clbn_apply_nchw (rows in a grid-stride loop over dimension 1);

@@ -19,6 +19,9 @@
 #define CLBN_CPI 1
 #endif
 
+/* Levels of the pairwise merge of split partials: enough for 2^32 groups per channel. */
+#define CLBN_CASCADE 33
+
 #define CLBN_CAT_(a, b) a##b
 #define CLBN_CAT(a, b) CLBN_CAT_(a, b)
 
