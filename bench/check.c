@@ -219,6 +219,8 @@ static void take(run *r, const char *what, const float *got, const double *ref, 
                  (double)got[i], ref[i], err, allow[i]);
         if (!(ratio <= o->worst))
             o->worst = ratio;
+        if (!(err <= o->max_err))
+            o->max_err = err;
         o->out[r->out_at + i] = got[i];
         o->allow[r->out_at + i] = allow[i];
     }

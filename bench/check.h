@@ -59,7 +59,8 @@ typedef struct ref_outcome {
     float *out;
     double *allow;
     size_t out_n;
-    double worst; /* the largest |got - ref| / allowance over the checked values */
+    double worst;   /* the largest |got - ref| / allowance over the checked values */
+    double max_err; /* the largest |got - ref| itself */
 } ref_outcome;
 
 /* Runs the case on ctx and compares every output with the reference (tol NULL: defaults). */

@@ -17,6 +17,9 @@ static const clbn_command commands[] = {
 #ifdef CLBN_HAVE_BENCH
     {"bench", clbn_cmd_bench, "measure the speed of each op (prints figures)"},
 #endif
+#ifdef CLBN_HAVE_VALIDATE
+    {"validate", clbn_cmd_validate, "check every op against the reference on devices and profiles"},
+#endif
 };
 
 static void usage(FILE *out) {

@@ -13,5 +13,8 @@ int clbn_cmd_run(int argc, char **argv);
 #ifdef CLBN_HAVE_BENCH
 int clbn_cmd_bench(int argc, char **argv);
 #endif
+#ifdef CLBN_HAVE_VALIDATE
+int clbn_cmd_validate(int argc, char **argv);
+#endif
 
 #endif
