@@ -165,9 +165,15 @@ static void list_dir(const char *dir, char *out, size_t size) {
             memcpy(names[j - 1], t, sizeof t);
         }
     out[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        size_t used = strlen(out);
-        snprintf(out + used, size - used, "%s%s", i ? "," : "", names[i]);
+    size_t used = 0;
+    for (int i = 0; i < n; i++) { /* comma-separated, cut short rather than overflow */
+        size_t len = strlen(names[i]);
+        if (used + len + 2 > size)
+            break;
+        if (i)
+            out[used++] = ',';
+        memcpy(out + used, names[i], len + 1);
+        used += len;
     }
 }
 
