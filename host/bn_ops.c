@@ -50,10 +50,18 @@ static int log2_u32(uint32_t v) {
     return l;
 }
 
-/* Local bytes of the reduction kernels: the statistics kernel holds a ulong count and two
- * floats per slot and lane, plus two floats per coefficient slot; the backward two floats. */
+/* Every __local array is given, and counted, in whole multiples of 16 bytes: a driver may align
+ * each one (NVIDIA's 580 driver reports 16 bytes more than the arguments' sum otherwise). */
+static uint64_t local_array(uint64_t bytes) {
+    return (bytes + 15) & ~(uint64_t)15;
+}
+
+/* Local bytes of the reduction kernels' arrays: the statistics kernel holds a ulong count and
+ * two floats per slot and lane, the floats with a coefficient slot more per lane of a row;
+ * the backward two floats per slot and lane. */
 static uint64_t reduce_local_bytes(int backward, uint64_t lanes, uint64_t extra) {
-    return backward ? 8 * lanes : 16 * lanes + 8 * extra;
+    return backward ? 2 * local_array(4 * lanes)
+                    : local_array(8 * lanes) + 2 * local_array(4 * (lanes + extra));
 }
 
 /* A kernel's work-group ceiling: the device's, the kernel's own, and the override. */
@@ -126,13 +134,15 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
             return st;
         const uint64_t kwg = kernel_wg(lim, &ki_r);
         const uint64_t wg_target = min_u64(gpu ? 256 : 8, kwg);
-        const uint64_t budget =
-            lim->local_mem_size > ki_r.local_bytes ? lim->local_mem_size - ki_r.local_bytes : 0;
+        /* the kernel's own local memory, as it reports it (NVIDIA: 1 byte), rounded likewise */
+        const uint64_t own = local_array(ki_r.local_bytes);
+        const uint64_t budget = lim->local_mem_size > own ? lim->local_mem_size - own : 0;
         if (!p->nhwc) {
-            const uint64_t per = reduce_local_bytes(backward, 1, 0);
-            const uint64_t extra = reduce_local_bytes(backward, 0, 1);
-            uint64_t wg = budget > extra ? min_u64(wg_target, (budget - extra) / per) : 0;
-            if (wg == 0)
+            const uint64_t extra = backward ? 0 : 1;
+            uint64_t wg = wg_target;
+            while (wg > 1 && reduce_local_bytes(backward, wg, extra) > budget)
+                wg >>= 1;
+            if (reduce_local_bytes(backward, wg, extra) > budget)
                 return clbn_fail(CLBN_ERROR_UNSUPPORTED,
                                  "the device's local memory (%llu bytes, %llu of them the "
                                  "kernel's own) cannot hold one work-item's moments",
@@ -189,7 +199,7 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
             groups_per_split = cb;
             slice_bytes = p->R * cw * lanes * 4;
         }
-        pub->local_bytes = reduce_local_bytes(backward, p->r_lanes, p->r_extra) + ki_r.local_bytes;
+        pub->local_bytes = reduce_local_bytes(backward, p->r_lanes, p->r_extra) + own;
         pub->private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
         if (p->split == 1) {
             uint64_t arrays = backward ? (bn->opt.activation ? 3 : 2) : 1;
@@ -236,7 +246,7 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
     if (!p->fused) {
         pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
         pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
-        pub->local_bytes = max_u64(pub->local_bytes, ki_e.local_bytes);
+        pub->local_bytes = max_u64(pub->local_bytes, local_array(ki_e.local_bytes));
         pub->private_bytes = max_u64(pub->private_bytes, ki_e.private_bytes);
         if (p->reduce && p->split > 1)
             pub->groups[0] = max_u64(pub->groups[0], p->m_global / p->m_local);
@@ -589,9 +599,9 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     a_u64(&a, xo);
     shape_args(&a, p, 1);
     /* exactly reduce_local_bytes(0, r_lanes, r_extra), which the plan kept within the limit */
-    a_local(&a, p->r_lanes * sizeof(cl_ulong));
-    a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
-    a_local(&a, (p->r_lanes + p->r_extra) * sizeof(cl_float));
+    a_local(&a, local_array(p->r_lanes * sizeof(cl_ulong)));
+    a_local(&a, local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
+    a_local(&a, local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
     a_int(&a, final_step);
     a_mem(&a, bn->scratch_n);
     a_mem(&a, bn->scratch_a);
@@ -668,8 +678,8 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_mem(&a, dy);
     a_u64(&a, dyo);
     shape_args(&a, p, 1);
-    a_local(&a, p->r_lanes * sizeof(cl_float));
-    a_local(&a, p->r_lanes * sizeof(cl_float));
+    a_local(&a, local_array(p->r_lanes * sizeof(cl_float)));
+    a_local(&a, local_array(p->r_lanes * sizeof(cl_float)));
     a_int(&a, final_step);
     a_mem(&a, bn->scratch_a);
     a_mem(&a, bn->scratch_b);
