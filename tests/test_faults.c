@@ -104,13 +104,14 @@ static void fault_disarm(void) {
 /* ------------------------------------------------------------------------------------------
  * Contexts
  * ------------------------------------------------------------------------------------------ */
-/* The default context, and the same device told it has a cache: PoCL reports no global memory
- * cache, so the default context never plans the single-read path. */
+/* Two contexts on the default device with its plan pinned, so the table's strategies hold on
+ * any device: planned as a CPU with 2 compute units and 16-float vectors, without a cache (no
+ * single-read path; PoCL reports none, a GPU does) and with 8 MiB of it. */
 enum { CTX_DEFAULT, CTX_CACHED, CTX_COUNT, CTX_COLD = CTX_COUNT };
 static clbn_context *g_ctx[CTX_COUNT];
 /* CTX_COLD: for each run a new context wrapping the default one's cl_context and queue, without
  * the program cache, so the op itself builds its program and asks its kernels' limits. */
-static const char *const ctx_names[CTX_COUNT + 1] = {"default", "cache 8 MiB",
+static const char *const ctx_names[CTX_COUNT + 1] = {"pinned, no cache", "pinned, cache 8 MiB",
                                                      "cold context, no cache"};
 
 static clbn_context *context_with(const clbn_limits *limits, int disable_cache) {
@@ -126,16 +127,21 @@ static clbn_context *context_with(const clbn_limits *limits, int disable_cache) 
 
 static int sweep_setup(void **state) {
     (void)state;
-    g_ctx[CTX_DEFAULT] = tu_context(); /* exits 77 without a device */
-    clbn_limits l;
-    memset(&l, 0, sizeof l);
-    l.cache_size = 8u << 20;
-    clbn_context_options o;
-    clbn_context_options_init(&o);
-    o.limits = l;
-    if (clbn_context_create(&o, &g_ctx[CTX_CACHED]) != CLBN_SUCCESS) {
-        fprintf(stderr, "cannot create a context: %s\n", clbn_last_error_message());
-        return -1;
+    clbn_context_release(tu_context()); /* exits 77 without a device */
+    for (int i = 0; i < CTX_COUNT; i++) {
+        clbn_limits l;
+        memset(&l, 0, sizeof l);
+        l.device_type = CLBN_DEVICE_KIND_CPU;
+        l.compute_units = 2;
+        l.vector_width = 16;
+        l.cache_size = i == CTX_CACHED ? 8u << 20 : 1;
+        clbn_context_options o;
+        clbn_context_options_init(&o);
+        o.limits = l;
+        if (clbn_context_create(&o, &g_ctx[i]) != CLBN_SUCCESS) {
+            fprintf(stderr, "cannot create a context: %s\n", clbn_last_error_message());
+            return -1;
+        }
     }
     return 0;
 }
@@ -300,6 +306,7 @@ static trial prepare(const fault_case *fc, const op_buffers *op_b, const op_buff
         clbn_context_options co;
         clbn_context_options_init(&co);
         co.disable_cache = 1;
+        TU_OK(clbn_context_get_limits(g_ctx[CTX_DEFAULT], &co.limits)); /* the same pinned plan */
         TU_OK(clbn_context_wrap(cc, q, &co, &tr.own_ctx));
         ctx = tr.own_ctx;
     } else {
