@@ -21,7 +21,7 @@ typedef struct plan {
     size_t r_extra;                          /* local slots after the tree's (coefficients) */
     size_t e_local[2], e_global[2];          /* elementwise range */
     size_t m_local, m_global;                /* merge range (one item per channel) */
-    int reduce, fused, backward;
+    int reduce, fused;
     uint64_t scratch_n, scratch_a, scratch_b; /* elements */
 } plan;
 
@@ -78,6 +78,165 @@ static clbn_status plan_kernel(const clbn_bn *bn, const plan *p, clbn_kernel_id 
     return clbn_context_kernel_info(bn->ctx, p->variant, id, ki);
 }
 
+/* What every step of a plan reads: the limits in force and the figures derived from them. */
+typedef struct planner {
+    const clbn_limits *lim;
+    int gpu, backward;
+    uint32_t W;
+    uint64_t cu, target; /* compute units; work-groups that keep the device busy */
+    uint64_t gmax1;      /* most groups in grid dimension 1 */
+} planner;
+
+static clbn_status no_local_room(const planner *pl, uint64_t own, uint64_t lanes) {
+    return clbn_fail(CLBN_ERROR_UNSUPPORTED,
+                     "the device's local memory (%llu bytes, %llu of them the kernel's own) "
+                     "cannot hold one work-item's moments of %llu channel lanes",
+                     (unsigned long long)pl->lim->local_mem_size, (unsigned long long)own,
+                     (unsigned long long)lanes);
+}
+
+/* The split: several groups per channel (block) when there are fewer blocks than the device
+ * wants groups, each still given at least 8 values (NCHW vectors, NHWC rows) per item, and
+ * never more groups than grid dimension 1 holds. */
+static void plan_split(const planner *pl, plan *p, uint64_t blocks, uint64_t total,
+                       uint64_t items) {
+    uint64_t split = 1;
+    if (blocks < pl->target)
+        split = clamp_u64(ceil_div(pl->target, blocks), 1, max_u64(1, ceil_div(total, items * 8)));
+    split = min_u64(split, pl->gmax1);
+    p->chunk = ceil_div(total, split);
+    p->split = ceil_div(total, p->chunk);
+}
+
+/* NCHW reduction: one group of wg items per channel in dimension 0, the split in dimension 1.
+ * Returns the bytes of one channel's slice (for the single-read decision). */
+static clbn_status plan_reduction_nchw(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
+                                       uint64_t own, uint64_t *slice_bytes) {
+    const uint64_t extra = pl->backward ? 0 : 1;
+    uint64_t wg = min_u64(pl->gpu ? 256 : 8, kwg);
+    while (wg > 1 && reduce_local_bytes(pl->backward, wg, extra) > budget)
+        wg >>= 1;
+    if (reduce_local_bytes(pl->backward, wg, extra) > budget)
+        return no_local_room(pl, own, 1);
+    plan_split(pl, p, p->C, p->N * (p->HW / pl->W), wg);
+    p->r_local[0] = wg;
+    p->r_local[1] = 1;
+    p->r_global[0] = wg * p->C;
+    p->r_global[1] = p->split;
+    p->r_lanes = wg;
+    p->r_extra = extra;
+    p->pub.groups[0] = p->C;
+    *slice_bytes = p->m * 4;
+    return CLBN_SUCCESS;
+}
+
+/* NHWC reduction: items of cpi channel vectors (x_items of them cover a row) in dimension 0,
+ * cw per group; rw items per group share the rows of each split group in dimension 1. */
+static clbn_status plan_reduction_nhwc(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
+                                       uint64_t own, uint64_t *slice_bytes) {
+    const uint64_t cv = p->C / pl->W, lanes = p->cpi * pl->W, x_items = ceil_div(cv, p->cpi);
+    const int bwd = pl->backward;
+    uint64_t cw = min_u64(min_u64(x_items, pl->gpu ? 64 : 16), kwg);
+    uint64_t rw = max_u64(1, min_u64(pl->gpu ? 256 : 8, kwg) / cw);
+    while (rw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
+        rw >>= 1;
+    while (cw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
+        cw >>= 1;
+    if (reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
+        return no_local_room(pl, own, lanes);
+    const uint64_t cb = ceil_div(x_items, cw);
+    plan_split(pl, p, cb, p->R, rw);
+    p->r_local[0] = cw;
+    p->r_local[1] = rw;
+    p->r_global[0] = cb * cw;
+    p->r_global[1] = rw * p->split;
+    p->r_lanes = cw * rw * lanes;
+    p->r_extra = bwd ? 0 : cw * lanes;
+    p->pub.groups[0] = cb;
+    *slice_bytes = p->R * cw * lanes * 4;
+    return CLBN_SUCCESS;
+}
+
+/* The reduction kernel's range, its local memory, and whether the slice stays in cache so the
+ * same kernel normalizes it (single read) or a merge kernel follows (split). */
+static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p) {
+    clbn_kernel_info ki_r, ki_m;
+    clbn_status st =
+        plan_kernel(bn, p,
+                    pl->backward ? (p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW)
+                                 : (p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW),
+                    &ki_r);
+    if (st == CLBN_SUCCESS)
+        st = plan_kernel(bn, p, pl->backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
+    if (st != CLBN_SUCCESS)
+        return st;
+    /* the kernel's own local memory, as it reports it (NVIDIA: 1 byte), rounded likewise */
+    const uint64_t own = local_array(ki_r.local_bytes);
+    const uint64_t budget = pl->lim->local_mem_size > own ? pl->lim->local_mem_size - own : 0;
+    const uint64_t kwg = kernel_wg(pl->lim, &ki_r);
+    uint64_t slice_bytes = 0;
+    st = p->nhwc ? plan_reduction_nhwc(pl, p, kwg, budget, own, &slice_bytes)
+                 : plan_reduction_nchw(pl, p, kwg, budget, own, &slice_bytes);
+    if (st != CLBN_SUCCESS)
+        return st;
+    p->pub.groups[1] = p->split;
+    p->pub.local_bytes = reduce_local_bytes(pl->backward, p->r_lanes, p->r_extra) + own;
+    p->pub.private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
+    if (p->split == 1) {
+        uint64_t arrays = pl->backward ? (bn->opt.activation ? 3 : 2) : 1;
+        uint64_t resident = slice_bytes * arrays * min_u64(p->pub.groups[0], pl->cu);
+        p->fused = resident <= pl->lim->cache_size / 2;
+    } else {
+        p->m_local = (size_t)min_u64(64, kernel_wg(pl->lim, &ki_m));
+        p->m_global = (size_t)(ceil_div(p->C, p->m_local) * p->m_local);
+    }
+    return CLBN_SUCCESS;
+}
+
+/* The elementwise kernel's range (normalization or dx); dimension 1 stays within the groups
+ * ceiling, the kernels loop over what is left. */
+static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *p,
+                                    uint64_t groups[2], clbn_kernel_info *ki_e) {
+    clbn_status st = plan_kernel(bn, p,
+                                 pl->backward ? (p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW)
+                                              : (p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW),
+                                 ki_e);
+    if (st != CLBN_SUCCESS)
+        return st;
+    const uint64_t kwg = kernel_wg(pl->lim, ki_e);
+    if (!p->nhwc) {
+        uint64_t rows = p->N * p->C, hwv = p->HW / pl->W;
+        if (pl->gpu) {
+            p->e_local[0] = min_u64(hwv, min_u64(256, kwg));
+            p->e_local[1] = 1;
+            groups[0] = 1;
+            groups[1] = min_u64(rows, pl->gmax1);
+        } else {
+            uint64_t l1 = min_u64(16, kwg);
+            p->e_local[0] = 1;
+            p->e_local[1] = l1;
+            groups[0] = clamp_u64(ceil_div(pl->target * 4, rows), 1, max_u64(1, hwv / 256));
+            groups[1] = min_u64(ceil_div(rows, l1), pl->gmax1);
+        }
+    } else {
+        const uint64_t x_items = ceil_div(p->C / pl->W, p->cpi);
+        uint64_t l0 = min_u64(min_u64(x_items, pl->gpu ? 64 : 16), kwg);
+        uint64_t l1 = pl->gpu ? max_u64(1, min_u64(256, kwg) / l0) : 1;
+        uint64_t cbs = ceil_div(x_items, l0);
+        /* On a CPU an item takes whole rows (cpi up to 8 vectors) in tiles of 64: a stream. */
+        uint64_t row_groups = pl->gpu
+                                  ? clamp_u64(ceil_div(pl->target * 4, cbs), 1, ceil_div(p->R, l1))
+                                  : ceil_div(p->R, 64);
+        p->e_local[0] = l0;
+        p->e_local[1] = l1;
+        groups[0] = cbs;
+        groups[1] = min_u64(row_groups, pl->gmax1);
+    }
+    p->e_global[0] = groups[0] * p->e_local[0];
+    p->e_global[1] = groups[1] * p->e_local[1];
+    return CLBN_SUCCESS;
+}
+
 /* Work-group sizes and targets per kind of device. A GPU wants wide interleaved groups and
  * many of them; a CPU (PoCL runs one group per core at a time) wants few items, each streaming
  * a contiguous run. Every plan keeps within the device's and each kernel's work-group limit,
@@ -85,7 +244,13 @@ static clbn_status plan_kernel(const clbn_bn *bn, const plan *p, clbn_kernel_id 
  * grid dimension holds. */
 static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p) {
     const clbn_limits *lim = &bn->ctx->limits;
-    const int gpu = lim->device_type == CLBN_DEVICE_KIND_GPU;
+    planner pl = {lim,
+                  lim->device_type == CLBN_DEVICE_KIND_GPU,
+                  op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN,
+                  1,
+                  1,
+                  1,
+                  65535};
     memset(p, 0, sizeof *p);
     p->N = s->n;
     p->C = s->c;
@@ -93,157 +258,32 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
     p->R = p->N * p->HW;
     p->m = p->R;
     p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
-    p->blocked = !gpu;
+    p->blocked = !pl.gpu;
     const uint64_t inner = p->nhwc ? p->C : p->HW;
-    uint32_t W = lim->vector_width ? lim->vector_width : 1;
-    while (W > 1 && inner % W)
-        W >>= 1;
+    pl.W = lim->vector_width ? lim->vector_width : 1;
+    while (pl.W > 1 && inner % pl.W)
+        pl.W >>= 1;
     /* NHWC on a CPU: an item handles up to 8 channel vectors (whole rows of up to 128
      * channels), since items reading 64 bytes of every row run at 40% of a copy. A GPU item
      * takes one, so its arrays stay in registers. */
-    p->cpi = (p->nhwc && !gpu) ? floor_pow2_u32(p->C / W, 8) : 1;
-    p->variant = log2_u32(W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
-    const uint64_t cu = lim->compute_units ? lim->compute_units : 1;
-    const uint64_t target = 4 * cu; /* work-groups that keep the device busy */
-    const uint64_t gmax1 = lim->max_groups_per_dim ? lim->max_groups_per_dim : 65535;
-
-    p->reduce = op == CLBN_OP_FORWARD_TRAIN || op == CLBN_OP_BACKWARD ||
-                op == CLBN_OP_BACKWARD_FROZEN ||
+    p->cpi = (p->nhwc && !pl.gpu) ? floor_pow2_u32(p->C / pl.W, 8) : 1;
+    p->variant = log2_u32(pl.W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
+    pl.cu = lim->compute_units ? lim->compute_units : 1;
+    pl.target = 4 * pl.cu;
+    if (lim->max_groups_per_dim)
+        pl.gmax1 = lim->max_groups_per_dim;
+    p->reduce = op == CLBN_OP_FORWARD_TRAIN || pl.backward ||
                 (op == CLBN_OP_FORWARD_INFER && !(bn->opt.flags & CLBN_TRACK_RUNNING_STATS));
-    p->backward = op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN;
-    const int backward = p->backward;
+
     clbn_plan *pub = &p->pub;
-    clbn_kernel_info ki_e, ki_r, ki_m;
-    clbn_status st = plan_kernel(bn, p,
-                                 backward ? (p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW)
-                                          : (p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW),
-                                 &ki_e);
+    clbn_status st = p->reduce ? plan_reduction(bn, &pl, p) : CLBN_SUCCESS;
+    uint64_t e_groups[2];
+    clbn_kernel_info ki_e;
+    if (st == CLBN_SUCCESS)
+        st = plan_elementwise(bn, &pl, p, e_groups, &ki_e);
     if (st != CLBN_SUCCESS)
         return st;
-
-    /* Reduction range. */
-    uint64_t groups_per_split = 1, slice_bytes = 0;
-    if (p->reduce) {
-        st = plan_kernel(bn, p,
-                         backward ? (p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW)
-                                  : (p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW),
-                         &ki_r);
-        if (st == CLBN_SUCCESS)
-            st = plan_kernel(bn, p, backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
-        if (st != CLBN_SUCCESS)
-            return st;
-        const uint64_t kwg = kernel_wg(lim, &ki_r);
-        const uint64_t wg_target = min_u64(gpu ? 256 : 8, kwg);
-        /* the kernel's own local memory, as it reports it (NVIDIA: 1 byte), rounded likewise */
-        const uint64_t own = local_array(ki_r.local_bytes);
-        const uint64_t budget = lim->local_mem_size > own ? lim->local_mem_size - own : 0;
-        if (!p->nhwc) {
-            const uint64_t extra = backward ? 0 : 1;
-            uint64_t wg = wg_target;
-            while (wg > 1 && reduce_local_bytes(backward, wg, extra) > budget)
-                wg >>= 1;
-            if (reduce_local_bytes(backward, wg, extra) > budget)
-                return clbn_fail(CLBN_ERROR_UNSUPPORTED,
-                                 "the device's local memory (%llu bytes, %llu of them the "
-                                 "kernel's own) cannot hold one work-item's moments",
-                                 (unsigned long long)lim->local_mem_size,
-                                 (unsigned long long)ki_r.local_bytes);
-            uint64_t total = p->N * (p->HW / W);
-            uint64_t split = 1;
-            if (p->C < target)
-                split = clamp_u64(ceil_div(target, p->C), 1, max_u64(1, ceil_div(total, wg * 8)));
-            split = min_u64(split, gmax1);
-            p->chunk = ceil_div(total, split);
-            p->split = ceil_div(total, p->chunk);
-            p->r_local[0] = wg;
-            p->r_local[1] = 1;
-            p->r_global[0] = wg * p->C; /* one group per channel in dimension 0 */
-            p->r_global[1] = p->split;
-            p->r_lanes = wg;
-            p->r_extra = backward ? 0 : 1;
-            pub->groups[0] = p->C;
-            pub->groups[1] = p->split;
-            groups_per_split = p->C;
-            slice_bytes = p->m * 4;
-        } else {
-            /* Items of cpi channel vectors: x_items of them cover a row. */
-            const uint64_t cv = p->C / W, lanes = p->cpi * W, x_items = ceil_div(cv, p->cpi);
-            uint64_t cw = min_u64(min_u64(x_items, gpu ? 64 : 16), kwg);
-            uint64_t rw = max_u64(1, wg_target / cw);
-            while (rw > 1 && reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
-                rw >>= 1;
-            while (cw > 1 && reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
-                cw >>= 1;
-            if (reduce_local_bytes(backward, cw * rw * lanes, cw * lanes) > budget)
-                return clbn_fail(CLBN_ERROR_UNSUPPORTED,
-                                 "the device's local memory (%llu bytes, %llu of them the "
-                                 "kernel's own) cannot hold one work-item's moments of %llu "
-                                 "channels",
-                                 (unsigned long long)lim->local_mem_size,
-                                 (unsigned long long)ki_r.local_bytes, (unsigned long long)lanes);
-            uint64_t cb = ceil_div(x_items, cw);
-            uint64_t split = 1;
-            if (cb < target)
-                split = clamp_u64(ceil_div(target, cb), 1, max_u64(1, ceil_div(p->R, rw * 8)));
-            split = min_u64(split, gmax1);
-            p->chunk = ceil_div(p->R, split);
-            p->split = ceil_div(p->R, p->chunk);
-            p->r_local[0] = cw;
-            p->r_local[1] = rw;
-            p->r_global[0] = cb * cw;
-            p->r_global[1] = rw * p->split;
-            p->r_lanes = cw * rw * lanes;
-            p->r_extra = backward ? 0 : cw * lanes;
-            pub->groups[0] = cb;
-            pub->groups[1] = p->split;
-            groups_per_split = cb;
-            slice_bytes = p->R * cw * lanes * 4;
-        }
-        pub->local_bytes = reduce_local_bytes(backward, p->r_lanes, p->r_extra) + own;
-        pub->private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
-        if (p->split == 1) {
-            uint64_t arrays = backward ? (bn->opt.activation ? 3 : 2) : 1;
-            uint64_t resident = slice_bytes * arrays * min_u64(groups_per_split, cu);
-            p->fused = resident <= lim->cache_size / 2;
-        } else {
-            p->m_local = (size_t)min_u64(64, kernel_wg(lim, &ki_m));
-            p->m_global = (size_t)(ceil_div(p->C, p->m_local) * p->m_local);
-        }
-    }
-
-    /* Elementwise range; dimension 1 stays within the groups ceiling (the kernels loop). */
-    const uint64_t kwg_e = kernel_wg(lim, &ki_e);
-    uint64_t e_groups[2];
-    if (!p->nhwc) {
-        uint64_t rows = p->N * p->C, hwv = p->HW / W;
-        if (gpu) {
-            p->e_local[0] = min_u64(hwv, min_u64(256, kwg_e));
-            p->e_local[1] = 1;
-            e_groups[0] = 1;
-            e_groups[1] = min_u64(rows, gmax1);
-        } else {
-            uint64_t l1 = min_u64(16, kwg_e);
-            p->e_local[0] = 1;
-            p->e_local[1] = l1;
-            e_groups[0] = clamp_u64(ceil_div(target * 4, rows), 1, max_u64(1, hwv / 256));
-            e_groups[1] = min_u64(ceil_div(rows, l1), gmax1);
-        }
-    } else {
-        const uint64_t x_items = ceil_div(p->C / W, p->cpi);
-        uint64_t l0 = min_u64(min_u64(x_items, gpu ? 64 : 16), kwg_e);
-        uint64_t l1 = gpu ? max_u64(1, min_u64(256, kwg_e) / l0) : 1;
-        uint64_t cbs = ceil_div(x_items, l0);
-        /* On a CPU an item takes whole rows (cpi up to 8 vectors) in tiles of 64: a stream. */
-        uint64_t row_groups =
-            gpu ? clamp_u64(ceil_div(target * 4, cbs), 1, ceil_div(p->R, l1)) : ceil_div(p->R, 64);
-        p->e_local[0] = l0;
-        p->e_local[1] = l1;
-        e_groups[0] = cbs;
-        e_groups[1] = min_u64(row_groups, gmax1);
-    }
-    p->e_global[0] = e_groups[0] * p->e_local[0];
-    p->e_global[1] = e_groups[1] * p->e_local[1];
-    if (!p->fused) {
+    if (!p->fused) { /* the elementwise kernel (and the merge) run too */
         pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
         pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
         pub->local_bytes = max_u64(pub->local_bytes, local_array(ki_e.local_bytes));
@@ -259,7 +299,7 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
     /* Scratch: split partials and the backward sums. */
     if (p->reduce) {
         uint64_t parts = p->split > 1 ? p->C * p->split : 1;
-        if (backward) {
+        if (pl.backward) {
             p->scratch_a = 2 * parts;
             p->scratch_b = 2 * p->C;
             p->scratch_n = 1;
@@ -270,7 +310,7 @@ static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s,
         }
     }
 
-    pub->vector_width = W;
+    pub->vector_width = pl.W;
     pub->channels_per_item = p->cpi;
     pub->split = p->reduce ? p->split : 1;
     pub->scratch_bytes = p->reduce ? p->scratch_n * 8 + (p->scratch_a + p->scratch_b) * 4 : 0;

@@ -365,12 +365,11 @@ clbn_status clbn_context_program(clbn_context *ctx, int variant, cl_program *pro
 
 clbn_status clbn_context_kernel_info(clbn_context *ctx, int variant, clbn_kernel_id id,
                                      clbn_kernel_info *info) {
-    if (variant < 0 || variant >= CLBN_VARIANTS)
-        return clbn_fail(CLBN_ERROR_INTERNAL, "no program variant %d", variant);
-    pthread_mutex_lock(&ctx->lock);
-    clbn_status st = build_variant(ctx, variant);
-    *info = ctx->kinfo[variant][id];
-    pthread_mutex_unlock(&ctx->lock);
+    /* kinfo is written before programs[variant] is set, under the lock, and never again */
+    cl_program prog = NULL;
+    clbn_status st = clbn_context_program(ctx, variant, &prog);
+    if (st == CLBN_SUCCESS)
+        *info = ctx->kinfo[variant][id];
     return st;
 }
 
