@@ -37,7 +37,7 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
     clbn_limits *l = &ctx->limits;
     l->max_work_group_size = d->max_work_group_size ? d->max_work_group_size : 1;
     l->local_mem_size = d->local_mem_size;
-    l->cache_size = d->global_mem_cache_size;
+    l->cache_size = d->global_mem_cache_size ? d->global_mem_cache_size : d->host_llc_size;
     l->compute_units = d->compute_units ? d->compute_units : 1;
     l->vector_width =
         floor_pow2(d->preferred_vector_width_float ? d->preferred_vector_width_float : 1);

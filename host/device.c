@@ -1,4 +1,5 @@
 /* device.c — OpenCL device enumeration and the selector ("gpu", "cpu", "P:D", a name). */
+#define _DEFAULT_SOURCE /* sysconf's cache figures */
 #define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
@@ -6,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A device string, truncated to cap if longer (clGetDeviceInfo itself refuses a short buffer,
  * and PoCL's CL_DEVICE_VERSION is longer than 64 bytes). */
@@ -22,6 +24,51 @@ static void get_string(cl_device_id d, cl_device_info what, char *out, size_t ca
         snprintf(out, cap, "%s", full);
     }
     free(full);
+}
+
+/* The largest data or unified cache of cpu0 in sysfs (its last level), else sysconf's level 3
+ * or 2. Some virtual machines expose no cache directory in sysfs. */
+static void host_llc(clbn_device_info *info) {
+    uint64_t best = 0;
+    for (int i = 0; i < 16; i++) {
+        char path[96], buf[64];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", i);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            break;
+        int data = fgets(buf, sizeof buf, f) && strncmp(buf, "Instruction", 11) != 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        unsigned long long v = 0;
+        char unit = 0;
+        int got = fscanf(f, "%llu%c", &v, &unit);
+        fclose(f);
+        if (got < 1 || !data)
+            continue;
+        uint64_t bytes = v * (unit == 'K' ? 1024ull : unit == 'M' ? 1048576ull : 1ull);
+        if (bytes > best)
+            best = bytes;
+    }
+    if (best) {
+        info->host_llc_size = best;
+        snprintf(info->host_llc_source, sizeof info->host_llc_source, "sysfs");
+        return;
+    }
+    long v = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    if (v <= 0)
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (v > 0) {
+        info->host_llc_size = (uint64_t)v;
+        snprintf(info->host_llc_source, sizeof info->host_llc_source, "sysconf");
+    }
 }
 
 clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
@@ -76,6 +123,8 @@ clbn_status clbn_fill_device_info(cl_platform_id platform, cl_device_id device,
         CL_DEVICE_TYPE_CPU | CL_DEVICE_TYPE_GPU | CL_DEVICE_TYPE_ACCELERATOR;
     cl_device_type k = info->type & kinds;
     info->is_simulator = (k & (k - 1)) != 0 || strstr(info->platform_name, "Oclgrind") != NULL;
+    if ((info->type & CL_DEVICE_TYPE_CPU) && !info->is_simulator)
+        host_llc(info);
     if (err != CL_SUCCESS)
         return clbn_fail((clbn_status)err, "clGetDeviceInfo(CL_DEVICE_TYPE) failed");
     return CLBN_SUCCESS;

@@ -115,6 +115,11 @@ typedef struct clbn_device_info {
     uint32_t has_fp16;     /* cl_khr_fp16 reported */
     uint32_t is_simulator; /* a simulator such as Oclgrind: the "gpu" and "cpu" selectors and
                               the default choice skip it; a name or P:D selects it */
+    /* A CPU device only: the host's last-level cache as the operating system reports it
+     * (sysfs, else sysconf), 0 when it reports none. clbn_limits.cache_size uses it when the
+     * driver reports no global memory cache (PoCL reports none). */
+    uint64_t host_llc_size;
+    char host_llc_source[16]; /* "sysfs", "sysconf" or "" */
 } clbn_device_info;
 
 /* Lists every device of every platform. With infos == NULL only *count is set; otherwise up to
@@ -135,7 +140,9 @@ typedef struct clbn_context_s clbn_context;
 typedef struct clbn_limits {
     size_t max_work_group_size;
     uint64_t local_mem_size;
-    uint64_t cache_size; /* global memory cache, used to choose the single-read path */
+    /* Global memory cache, used to choose the single-read path: the driver's figure, or for a
+     * CPU device whose driver reports none, clbn_device_info.host_llc_size. */
+    uint64_t cache_size;
     uint32_t compute_units;
     uint32_t vector_width; /* widest float vector the kernels may use: 1, 2, 4, 8 or 16 */
     uint32_t device_type;  /* 0: the device's; CLBN_DEVICE_KIND_GPU or _CPU: plan as one */
