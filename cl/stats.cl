@@ -1,7 +1,7 @@
-/* stats.cl - per-channel moments over N, H, W for the training forward: pivot-shifted Welford
- * per work-item, Chan's merge in a fixed tree per work-group, then either the channel's final
- * statistics (one group per channel, optionally normalizing its slice while it is in cache) or
- * partial moments that clbn_stats_merge combines in a separate kernel. */
+/* stats.cl - per-channel moments over N, H, W for the training forward: pivot-shifted sums over
+ * bounded runs per work-item, Chan's merge in a fixed tree per work-group, then either the
+ * channel's final statistics (one group per channel, optionally normalizing its slice while it is
+ * in cache) or partial moments that clbn_stats_merge combines in a separate kernel. */
 
 /* Arguments shared by the finishing step (saved statistics and running averages). */
 #define CLBN_FINISH_ARGS                                                                           \
@@ -29,14 +29,14 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
 
     ulong start, stop, step;
     clbn_item_range(begin, end, lid, wg, blocked, &start, &stop, &step);
-    clbn_welford w;
-    clbn_welford_init(&w);
+    clbn_moments w;
+    clbn_moments_init(&w);
     clbn_cursor k;
     clbn_cursor_init(&k, start, stop, step, HWv);
     for (; k.q < k.end; clbn_cursor_next(&k))
-        clbn_welford_add(&w, VLOAD(x + xbase + k.row * CHW + k.col * CLBN_VEC) - pivot);
+        clbn_moments_add(&w, VLOAD(x + xbase + k.row * CHW + k.col * CLBN_VEC) - pivot);
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
-    clbn_welford_flush(&w);
+    clbn_moments_flush(&w);
 
     ulong n = 0;
     float m = 0.0f, M = 0.0f;
@@ -100,20 +100,20 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
 
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
-    clbn_welford w[CLBN_CPI];
+    clbn_moments w[CLBN_CPI];
     vfloat pivot[CLBN_CPI];
     for (uint k = 0; k < CLBN_CPI; k++) {
-        clbn_welford_init(&w[k]);
+        clbn_moments_init(&w[k]);
         pivot[k] = k < nk ? VLOAD(xc + k * CLBN_VEC) : (vfloat)(0.0f);
     }
     for (ulong r = start; r < stop; r += step)
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk)
-                clbn_welford_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
+                clbn_moments_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
     for (uint k = 0; k < CLBN_CPI; k++) {
-        clbn_welford_flush(&w[k]);
+        clbn_moments_flush(&w[k]);
         for (int j = 0; j < CLBN_VEC; j++) {
             ln[slot + k * CLBN_VEC + j] = w[k].tot_n;
             lm[slot + k * CLBN_VEC + j] = clbn_lane(w[k].tot_mean, j);
