@@ -1,351 +1,12 @@
 /* bn_ops.c — the batch-norm operations: argument checks (all before anything is enqueued),
- * the plan (strategy, work-group shape, split, vector width) from the device limits, and the
- * kernel launches chained by events. */
-#include "internal.h"
+ * the plan (plan.c), and the kernel launches chained by events. */
+#include "plan.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* ------------------------------------------------------------------------------------------
- * Plans
- * ------------------------------------------------------------------------------------------ */
-typedef struct plan {
-    clbn_plan pub;
-    int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
-    int variant;  /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
-    int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
-    uint32_t cpi; /* NHWC: channel vectors per work-item */
-    uint64_t N, C, HW, R, m;
-    uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
-    size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */
-    size_t r_extra;                          /* local slots after the tree's (coefficients) */
-    size_t e_local[2], e_global[2];          /* elementwise range */
-    size_t m_local, m_global;                /* merge range (one item per channel) */
-    int reduce, fused;
-    uint64_t scratch_n, scratch_a, scratch_b; /* elements */
-} plan;
-
-static uint64_t ceil_div(uint64_t a, uint64_t b) {
-    return (a + b - 1) / b;
-}
-static uint64_t min_u64(uint64_t a, uint64_t b) {
-    return a < b ? a : b;
-}
 static uint64_t max_u64(uint64_t a, uint64_t b) {
     return a > b ? a : b;
-}
-static uint64_t clamp_u64(uint64_t v, uint64_t lo, uint64_t hi) {
-    return v < lo ? lo : (v > hi ? hi : v);
-}
-static uint32_t floor_pow2_u32(uint64_t v, uint32_t cap) {
-    uint32_t p = 1;
-    while ((uint64_t)p * 2 <= v && p * 2 <= cap)
-        p *= 2;
-    return p;
-}
-static int log2_u32(uint32_t v) {
-    int l = 0;
-    while ((1u << l) < v)
-        l++;
-    return l;
-}
-
-/* Every __local array is given, and counted, in whole multiples of 16 bytes: a driver may align
- * each one (NVIDIA's 580 driver reports 16 bytes more than the arguments' sum otherwise). */
-static uint64_t local_array(uint64_t bytes) {
-    return (bytes + 15) & ~(uint64_t)15;
-}
-
-/* Local bytes of the reduction kernels' arrays: the statistics kernel holds a ulong count and
- * two floats per slot and lane, the floats with a coefficient slot more per lane of a row;
- * the backward two floats per slot and lane. */
-static uint64_t reduce_local_bytes(int backward, uint64_t lanes, uint64_t extra) {
-    return backward ? 2 * local_array(4 * lanes)
-                    : local_array(8 * lanes) + 2 * local_array(4 * (lanes + extra));
-}
-
-/* A kernel's work-group ceiling: the device's, the kernel's own, and the override. */
-static uint64_t kernel_wg(const clbn_limits *lim, const clbn_kernel_info *ki) {
-    uint64_t w =
-        min_u64(lim->max_work_group_size ? lim->max_work_group_size : 1, ki->work_group_size);
-    if (lim->kernel_work_group_size)
-        w = min_u64(w, lim->kernel_work_group_size);
-    return max_u64(w, 1);
-}
-
-static clbn_status plan_kernel(const clbn_bn *bn, const plan *p, clbn_kernel_id id,
-                               clbn_kernel_info *ki) {
-    return clbn_context_kernel_info(bn->ctx, p->variant, id, ki);
-}
-
-/* What every step of a plan reads: the limits in force and the figures derived from them. */
-typedef struct planner {
-    const clbn_limits *lim;
-    int gpu, backward;
-    uint32_t W;
-    uint64_t cu, target; /* compute units; work-groups that keep the device busy */
-    uint64_t gmax1;      /* most groups in grid dimension 1 */
-} planner;
-
-static clbn_status no_local_room(const planner *pl, uint64_t own, uint64_t lanes) {
-    return clbn_fail(CLBN_ERROR_UNSUPPORTED,
-                     "the device's local memory (%llu bytes, %llu of them the kernel's own) "
-                     "cannot hold one work-item's moments of %llu channel lanes",
-                     (unsigned long long)pl->lim->local_mem_size, (unsigned long long)own,
-                     (unsigned long long)lanes);
-}
-
-/* The split: several groups per channel (block) when there are fewer blocks than the device
- * wants groups, each still given at least 8 values (NCHW vectors, NHWC rows) per item, and
- * never more groups than grid dimension 1 holds. */
-static void plan_split(const planner *pl, plan *p, uint64_t blocks, uint64_t total,
-                       uint64_t items) {
-    uint64_t split = 1;
-    if (blocks < pl->target)
-        split = clamp_u64(ceil_div(pl->target, blocks), 1, max_u64(1, ceil_div(total, items * 8)));
-    split = min_u64(split, pl->gmax1);
-    p->chunk = ceil_div(total, split);
-    p->split = ceil_div(total, p->chunk);
-}
-
-/* NCHW reduction: one group of wg items per channel in dimension 0, the split in dimension 1.
- * Returns the bytes of one channel's slice (for the single-read decision). */
-static clbn_status plan_reduction_nchw(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
-                                       uint64_t own, uint64_t *slice_bytes) {
-    const uint64_t extra = pl->backward ? 0 : 1;
-    uint64_t wg = min_u64(pl->gpu ? 256 : 8, kwg);
-    while (wg > 1 && reduce_local_bytes(pl->backward, wg, extra) > budget)
-        wg >>= 1;
-    if (reduce_local_bytes(pl->backward, wg, extra) > budget)
-        return no_local_room(pl, own, 1);
-    plan_split(pl, p, p->C, p->N * (p->HW / pl->W), wg);
-    p->r_local[0] = wg;
-    p->r_local[1] = 1;
-    p->r_global[0] = wg * p->C;
-    p->r_global[1] = p->split;
-    p->r_lanes = wg;
-    p->r_extra = extra;
-    p->pub.groups[0] = p->C;
-    *slice_bytes = p->m * 4;
-    return CLBN_SUCCESS;
-}
-
-/* NHWC reduction: items of cpi channel vectors (x_items of them cover a row) in dimension 0,
- * cw per group; rw items per group share the rows of each split group in dimension 1. */
-static clbn_status plan_reduction_nhwc(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
-                                       uint64_t own, uint64_t *slice_bytes) {
-    const uint64_t cv = p->C / pl->W, lanes = p->cpi * pl->W, x_items = ceil_div(cv, p->cpi);
-    const int bwd = pl->backward;
-    uint64_t cw = min_u64(min_u64(x_items, pl->gpu ? 64 : 16), kwg);
-    uint64_t rw = max_u64(1, min_u64(pl->gpu ? 256 : 8, kwg) / cw);
-    while (rw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
-        rw >>= 1;
-    while (cw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
-        cw >>= 1;
-    if (reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
-        return no_local_room(pl, own, lanes);
-    const uint64_t cb = ceil_div(x_items, cw);
-    plan_split(pl, p, cb, p->R, rw);
-    p->r_local[0] = cw;
-    p->r_local[1] = rw;
-    p->r_global[0] = cb * cw;
-    p->r_global[1] = rw * p->split;
-    p->r_lanes = cw * rw * lanes;
-    p->r_extra = bwd ? 0 : cw * lanes;
-    p->pub.groups[0] = cb;
-    *slice_bytes = p->R * cw * lanes * 4;
-    return CLBN_SUCCESS;
-}
-
-/* The reduction kernel's range, its local memory, and whether the slice stays in cache so the
- * same kernel normalizes it (single read) or a merge kernel follows (split). */
-static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p) {
-    clbn_kernel_info ki_r, ki_m;
-    clbn_status st =
-        plan_kernel(bn, p,
-                    pl->backward ? (p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW)
-                                 : (p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW),
-                    &ki_r);
-    if (st == CLBN_SUCCESS)
-        st = plan_kernel(bn, p, pl->backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
-    if (st != CLBN_SUCCESS)
-        return st;
-    /* the kernel's own local memory, as it reports it (NVIDIA: 1 byte), rounded likewise */
-    const uint64_t own = local_array(ki_r.local_bytes);
-    const uint64_t budget = pl->lim->local_mem_size > own ? pl->lim->local_mem_size - own : 0;
-    const uint64_t kwg = kernel_wg(pl->lim, &ki_r);
-    uint64_t slice_bytes = 0;
-    st = p->nhwc ? plan_reduction_nhwc(pl, p, kwg, budget, own, &slice_bytes)
-                 : plan_reduction_nchw(pl, p, kwg, budget, own, &slice_bytes);
-    if (st != CLBN_SUCCESS)
-        return st;
-    p->pub.groups[1] = p->split;
-    p->pub.local_bytes = reduce_local_bytes(pl->backward, p->r_lanes, p->r_extra) + own;
-    p->pub.private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
-    if (p->split == 1) {
-        uint64_t arrays = pl->backward ? (bn->opt.activation ? 3 : 2) : 1;
-        uint64_t resident = slice_bytes * arrays * min_u64(p->pub.groups[0], pl->cu);
-        p->fused = resident <= pl->lim->cache_size / 2;
-    } else {
-        p->m_local = (size_t)min_u64(64, kernel_wg(pl->lim, &ki_m));
-        p->m_global = (size_t)(ceil_div(p->C, p->m_local) * p->m_local);
-    }
-    return CLBN_SUCCESS;
-}
-
-/* The elementwise kernel's range (normalization or dx); dimension 1 stays within the groups
- * ceiling, the kernels loop over what is left. */
-static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *p,
-                                    uint64_t groups[2], clbn_kernel_info *ki_e) {
-    clbn_status st = plan_kernel(bn, p,
-                                 pl->backward ? (p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW)
-                                              : (p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW),
-                                 ki_e);
-    if (st != CLBN_SUCCESS)
-        return st;
-    const uint64_t kwg = kernel_wg(pl->lim, ki_e);
-    if (!p->nhwc) {
-        uint64_t rows = p->N * p->C, hwv = p->HW / pl->W;
-        if (pl->gpu) {
-            p->e_local[0] = min_u64(hwv, min_u64(256, kwg));
-            p->e_local[1] = 1;
-            groups[0] = 1;
-            groups[1] = min_u64(rows, pl->gmax1);
-        } else {
-            uint64_t l1 = min_u64(16, kwg);
-            p->e_local[0] = 1;
-            p->e_local[1] = l1;
-            groups[0] = clamp_u64(ceil_div(pl->target * 4, rows), 1, max_u64(1, hwv / 256));
-            groups[1] = min_u64(ceil_div(rows, l1), pl->gmax1);
-        }
-    } else {
-        const uint64_t x_items = ceil_div(p->C / pl->W, p->cpi);
-        uint64_t l0 = min_u64(min_u64(x_items, pl->gpu ? 64 : 16), kwg);
-        uint64_t l1 = pl->gpu ? max_u64(1, min_u64(256, kwg) / l0) : 1;
-        uint64_t cbs = ceil_div(x_items, l0);
-        /* On a CPU an item takes whole rows (cpi up to 8 vectors) in tiles of 64: a stream. */
-        uint64_t row_groups = pl->gpu
-                                  ? clamp_u64(ceil_div(pl->target * 4, cbs), 1, ceil_div(p->R, l1))
-                                  : ceil_div(p->R, 64);
-        p->e_local[0] = l0;
-        p->e_local[1] = l1;
-        groups[0] = cbs;
-        groups[1] = min_u64(row_groups, pl->gmax1);
-    }
-    p->e_global[0] = groups[0] * p->e_local[0];
-    p->e_global[1] = groups[1] * p->e_local[1];
-    return CLBN_SUCCESS;
-}
-
-/* Work-group sizes and targets per kind of device. A GPU wants wide interleaved groups and
- * many of them; a CPU (PoCL runs one group per core at a time) wants few items, each streaming
- * a contiguous run. Every plan keeps within the device's and each kernel's work-group limit,
- * the local memory (counting every byte the kernel asks for and its own), and the groups a
- * grid dimension holds. */
-static clbn_status make_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p) {
-    const clbn_limits *lim = &bn->ctx->limits;
-    planner pl = {lim,
-                  lim->device_type == CLBN_DEVICE_KIND_GPU,
-                  op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN,
-                  1,
-                  1,
-                  1,
-                  65535};
-    memset(p, 0, sizeof *p);
-    p->N = s->n;
-    p->C = s->c;
-    p->HW = s->layout == CLBN_LAYOUT_NC ? 1 : s->h * s->w;
-    p->R = p->N * p->HW;
-    p->m = p->R;
-    p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
-    p->blocked = !pl.gpu;
-    const uint64_t inner = p->nhwc ? p->C : p->HW;
-    pl.W = lim->vector_width ? lim->vector_width : 1;
-    while (pl.W > 1 && inner % pl.W)
-        pl.W >>= 1;
-    /* NHWC on a CPU: an item handles up to 8 channel vectors (whole rows of up to 128
-     * channels), since items reading 64 bytes of every row run at 40% of a copy. A GPU item
-     * takes one, so its arrays stay in registers. */
-    p->cpi = (p->nhwc && !pl.gpu) ? floor_pow2_u32(p->C / pl.W, 8) : 1;
-    p->variant = log2_u32(pl.W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
-    pl.cu = lim->compute_units ? lim->compute_units : 1;
-    pl.target = 4 * pl.cu;
-    if (lim->max_groups_per_dim)
-        pl.gmax1 = lim->max_groups_per_dim;
-    p->reduce = op == CLBN_OP_FORWARD_TRAIN || pl.backward ||
-                (op == CLBN_OP_FORWARD_INFER && !(bn->opt.flags & CLBN_TRACK_RUNNING_STATS));
-
-    clbn_plan *pub = &p->pub;
-    clbn_status st = p->reduce ? plan_reduction(bn, &pl, p) : CLBN_SUCCESS;
-    uint64_t e_groups[2];
-    clbn_kernel_info ki_e;
-    if (st == CLBN_SUCCESS)
-        st = plan_elementwise(bn, &pl, p, e_groups, &ki_e);
-    if (st != CLBN_SUCCESS)
-        return st;
-    if (!p->fused) { /* the elementwise kernel (and the merge) run too */
-        pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
-        pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
-        pub->local_bytes = max_u64(pub->local_bytes, local_array(ki_e.local_bytes));
-        pub->private_bytes = max_u64(pub->private_bytes, ki_e.private_bytes);
-        if (p->reduce && p->split > 1)
-            pub->groups[0] = max_u64(pub->groups[0], p->m_global / p->m_local);
-    }
-    if (pub->groups[0] > CLBN_MAX_GROUPS_DIM0)
-        return clbn_fail(CLBN_ERROR_UNSUPPORTED,
-                         "the plan needs %llu work-groups in grid dimension 0, more than 2^31 - 1",
-                         (unsigned long long)pub->groups[0]);
-
-    /* Scratch: split partials and the backward sums. */
-    if (p->reduce) {
-        uint64_t parts = p->split > 1 ? p->C * p->split : 1;
-        if (pl.backward) {
-            p->scratch_a = 2 * parts;
-            p->scratch_b = 2 * p->C;
-            p->scratch_n = 1;
-        } else {
-            p->scratch_n = parts;
-            p->scratch_a = parts;
-            p->scratch_b = parts;
-        }
-    }
-
-    pub->vector_width = pl.W;
-    pub->channels_per_item = p->cpi;
-    pub->split = p->reduce ? p->split : 1;
-    pub->scratch_bytes = p->reduce ? p->scratch_n * 8 + (p->scratch_a + p->scratch_b) * 4 : 0;
-    if (!p->reduce) {
-        pub->strategy = CLBN_STRATEGY_ELEMENTWISE;
-        pub->work_group_size = p->e_local[0] * p->e_local[1];
-        pub->kernels = 1;
-    } else {
-        pub->work_group_size = p->r_local[0] * p->r_local[1];
-        if (p->fused) {
-            pub->strategy = CLBN_STRATEGY_SINGLE_READ;
-            pub->kernels = 1;
-        } else if (p->split > 1) {
-            pub->strategy = CLBN_STRATEGY_SPLIT;
-            pub->kernels = 3;
-        } else {
-            pub->strategy = CLBN_STRATEGY_GROUP_PER_CHANNEL;
-            pub->kernels = 2;
-        }
-    }
-    return CLBN_SUCCESS;
-}
-
-const char *clbn_strategy_name(clbn_strategy s) {
-    switch (s) {
-    case CLBN_STRATEGY_ELEMENTWISE:
-        return "elementwise";
-    case CLBN_STRATEGY_GROUP_PER_CHANNEL:
-        return "group-per-channel";
-    case CLBN_STRATEGY_SPLIT:
-        return "split";
-    case CLBN_STRATEGY_SINGLE_READ:
-        return "single-read";
-    }
-    return "unknown";
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -639,9 +300,9 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     a_u64(&a, xo);
     shape_args(&a, p, 1);
     /* exactly reduce_local_bytes(0, r_lanes, r_extra), which the plan kept within the limit */
-    a_local(&a, local_array(p->r_lanes * sizeof(cl_ulong)));
-    a_local(&a, local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
-    a_local(&a, local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
+    a_local(&a, clbn_local_array(p->r_lanes * sizeof(cl_ulong)));
+    a_local(&a, clbn_local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
+    a_local(&a, clbn_local_array((p->r_lanes + p->r_extra) * sizeof(cl_float)));
     a_int(&a, final_step);
     a_mem(&a, bn->scratch_n);
     a_mem(&a, bn->scratch_a);
@@ -718,8 +379,8 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_mem(&a, dy);
     a_u64(&a, dyo);
     shape_args(&a, p, 1);
-    a_local(&a, local_array(p->r_lanes * sizeof(cl_float)));
-    a_local(&a, local_array(p->r_lanes * sizeof(cl_float)));
+    a_local(&a, clbn_local_array(p->r_lanes * sizeof(cl_float)));
+    a_local(&a, clbn_local_array(p->r_lanes * sizeof(cl_float)));
     a_int(&a, final_step);
     a_mem(&a, bn->scratch_a);
     a_mem(&a, bn->scratch_b);
@@ -792,7 +453,7 @@ static clbn_status begin_call(clbn_bn *bn, clbn_op op, const clbn_shape *shape, 
     if (st == CLBN_SUCCESS)
         st = check_enqueue(bn, queue, num_wait, wait_list);
     if (st == CLBN_SUCCESS)
-        st = make_plan(bn, op, shape, &c->p);
+        st = clbn_plan_make(bn, op, shape, &c->p);
     if (st != CLBN_SUCCESS)
         return st;
     c->ch.q = queue ? queue : bn->ctx->queue;
@@ -980,7 +641,7 @@ clbn_status clbn_bn_query_plan(const clbn_bn *bn, clbn_op op, const clbn_shape *
     if (st != CLBN_SUCCESS)
         return st;
     plan p;
-    st = make_plan(bn, op, shape, &p);
+    st = clbn_plan_make(bn, op, shape, &p);
     if (st != CLBN_SUCCESS)
         return st;
     *out = p.pub;
@@ -1000,7 +661,7 @@ clbn_status clbn_bn_scratch_size(const clbn_bn *bn, const clbn_shape *shape, uin
     uint64_t most = 0;
     for (int op = CLBN_OP_FORWARD_TRAIN; op <= CLBN_OP_BACKWARD_FROZEN; op++) {
         plan p;
-        st = make_plan(bn, (clbn_op)op, shape, &p);
+        st = clbn_plan_make(bn, (clbn_op)op, shape, &p);
         if (st != CLBN_SUCCESS)
             return st;
         most = max_u64(most, p.pub.scratch_bytes);
