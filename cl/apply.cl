@@ -25,7 +25,9 @@ __kernel void clbn_apply_nchw(__global const float *x, ulong x_off, __global flo
         const ulong row = rr * HW;
         for (ulong v = start; v < stop; v += step) {
             const ulong o = row + v * CLBN_VEC;
-            VSTORE(clbn_activate(((VLOAD(x + x_off + o) - hi) - lo) * a + b, act), y + y_off + o);
+            VSTORE_NT(clbn_normalize(VLOAD(x + x_off + o), (vfloat)(hi), (vfloat)(lo), (vfloat)(a),
+                                     (vfloat)(b), act),
+                      y + y_off + o);
         }
     }
 }
@@ -65,6 +67,6 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + k * CLBN_VEC;
-                VSTORE(clbn_activate(((VLOAD(xc + o) - hi[k]) - lo[k]) * a[k] + b[k], act), yc + o);
+                VSTORE_NT(clbn_normalize(VLOAD(xc + o), hi[k], lo[k], a[k], b[k], act), yc + o);
             }
 }

@@ -2,30 +2,6 @@
  * partials merged in group order), then dx, and dgamma/dbeta written by the last kernel of the
  * call. dz is dy through the fused activation's derivative, taken from the forward's output. */
 
-/* The statistics in force and the affine/activation settings. */
-#define CLBN_GRAD_ARGS                                                                             \
-    __global const float *mean, ulong mean_off, __global const float *stat, ulong stat_off,        \
-        int stat_is_var, float eps, __global const float *gamma, int use_scale, int act
-
-/* The dx step's extra arguments: batch (full formula) or frozen, and where dgamma/dbeta go. */
-#define CLBN_DX_ARGS                                                                               \
-    int frozen, float inv_m, int accumulate, __global float *dgamma, __global float *dbeta
-
-inline void clbn_write_grads(ulong c, float sdz, float sdzx, int accumulate, __global float *dgamma,
-                             __global float *dbeta) {
-    dbeta[c] = (accumulate ? dbeta[c] : 0.0f) + sdz;
-    dgamma[c] = (accumulate ? dgamma[c] : 0.0f) + sdzx;
-}
-
-/* dx for one vector, given the channel's coefficients. */
-inline vfloat clbn_dx_of(vfloat xv, vfloat dyv, vfloat yv, vfloat mu, vfloat inv, vfloat a,
-                         vfloat k1, vfloat k2, int frozen, int act) {
-    vfloat dz = clbn_activation_grad(dyv, yv, act);
-    if (frozen)
-        return a * dz;
-    return a * (dz - k1 - (xv - mu) * inv * k2);
-}
-
 /* NCHW reduction; same range and split as clbn_stats_nchw. With apply (one group per
  * channel), the group also writes dx from its slice while it is in cache. */
 __kernel void clbn_bwd_reduce_nchw(__global const float *x, ulong x_off, __global const float *y,
@@ -84,9 +60,9 @@ __kernel void clbn_bwd_reduce_nchw(__global const float *x, ulong x_off, __globa
     for (; k.q < k.end; clbn_cursor_next(&k)) {
         const ulong o = base + k.row * CHW + k.col * CLBN_VEC;
         vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-        VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+        VSTORE_NT(clbn_dx(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
                           frozen, act),
-               dx + dx_off + o);
+                  dx + dx_off + o);
     }
 }
 
@@ -119,14 +95,16 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
     clbn_sums acc[CLBN_CPI];
-    vfloat mu[CLBN_CPI], inv[CLBN_CPI];
+    vfloat mu[CLBN_CPI], inv[CLBN_CPI], ra[CLBN_CPI], rb[CLBN_CPI];
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_sums_init(&acc[k]);
-        mu[k] = inv[k] = (vfloat)(0.0f);
+        mu[k] = inv[k] = ra[k] = rb[k] = (vfloat)(0.0f);
         if (k < nk)
             clbn_channel_stats(cbase + k * CLBN_VEC, mean, mean_off, stat, stat_off, stat_is_var,
                                eps, &mu[k], &inv[k]);
     }
+    /* The run sums stay in registers, counted once for all CLBN_CPI accumulators. */
+    uint run = 0;
     for (ulong r = start; r < stop; r += step) {
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
@@ -134,15 +112,21 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
                 vfloat dz = VLOAD(dy + dy_off + o);
                 if (need_y)
                     dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
-                clbn_sums_add(&acc[k], dz, dz * ((VLOAD(x + x_off + o) - mu[k]) * inv[k]));
+                ra[k] += dz;
+                rb[k] += dz * ((VLOAD(x + x_off + o) - mu[k]) * inv[k]);
             }
-        for (uint k = 0; k < CLBN_CPI; k++)
-            clbn_sums_step(&acc[k]);
+        if (++run == CLBN_RUN) {
+            for (uint k = 0; k < CLBN_CPI; k++) {
+                clbn_sums_fold(&acc[k], ra[k], rb[k]);
+                ra[k] = rb[k] = (vfloat)(0.0f);
+            }
+            run = 0;
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
     for (uint k = 0; k < CLBN_CPI; k++) {
-        clbn_sums_flush(&acc[k]);
+        clbn_sums_fold(&acc[k], ra[k], rb[k]);
         VSTORE(clbn_sums_a(&acc[k]), la + slot + k * CLBN_VEC);
         VSTORE(clbn_sums_b(&acc[k]), lb + slot + k * CLBN_VEC);
     }
@@ -181,9 +165,9 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
                 vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-                VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
+                VSTORE_NT(clbn_dx(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
                                   a[k], k1[k], k2[k], frozen, act),
-                       dx + dx_off + o);
+                          dx + dx_off + o);
             }
 }
 
@@ -240,9 +224,9 @@ __kernel void clbn_dx_nchw(__global const float *x, ulong x_off, __global const 
         for (ulong v = start; v < stop; v += step) {
             const ulong o = row + v * CLBN_VEC;
             vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-            VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
+            VSTORE_NT(clbn_dx(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu, inv, a, k1, k2,
                               frozen, act),
-                   dx + dx_off + o);
+                      dx + dx_off + o);
         }
     }
 }
@@ -280,8 +264,8 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
                 vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
-                VSTORE(clbn_dx_of(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
+                VSTORE_NT(clbn_dx(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[k], inv[k],
                                   a[k], k1[k], k2[k], frozen, act),
-                       dx + dx_off + o);
+                          dx + dx_off + o);
             }
 }

@@ -35,6 +35,29 @@ typedef CLBN_CAT(float, CLBN_VEC) vfloat;
 #define VSTORE(v, p) CLBN_CAT(vstore, CLBN_VEC)((v), 0, (p))
 #endif
 
+/* Streaming stores, for outputs no later step of the kernel reads: where the host asks for
+ * them (-DCLBN_STREAM_STORES: CPU devices) and the compiler has clang's non-temporal store,
+ * a store skips the cache (it does not read the destination line first, and does not evict
+ * the input that a single-read pass is about to read again), on an address aligned to the
+ * vector; otherwise, and on every other device, a plain store. */
+#if defined(CLBN_STREAM_STORES) && defined(__has_builtin)
+#if __has_builtin(__builtin_nontemporal_store)
+#define CLBN_HAVE_NT 1
+#endif
+#endif
+#ifdef CLBN_HAVE_NT
+#define VSTORE_NT(v, p)                                                                            \
+    do {                                                                                           \
+        __global float *p_ = (p);                                                                  \
+        if (((ulong)p_ & (sizeof(vfloat) - 1)) == 0)                                               \
+            __builtin_nontemporal_store((v), (__global vfloat *)p_);                               \
+        else                                                                                       \
+            VSTORE((v), p_);                                                                       \
+    } while (0)
+#else
+#define VSTORE_NT(v, p) VSTORE((v), (p))
+#endif
+
 #define CLBN_ACT_NONE 0
 #define CLBN_ACT_RELU 1
 #define CLBN_ACT_SIGMOID 2
@@ -103,6 +126,27 @@ inline void clbn_chan_merge(ulong *na, float *ma, float *Ma, ulong nb, float mb,
     *na = n;
 }
 
+/* The channel's pivot: the mean of its first min(count, CLBN_PIVOT_VALUES) values p[0],
+ * p[step], ... in fp32. It lies within the channel's range, so x - pivot is exact or nearly
+ * (exact for 10000 + N(0,1)), and it sits closer to the channel's mean than a single value
+ * does, which keeps the shifted sums small (see clbn_moments). Every kernel of a call computes
+ * it the same way from the same values; clbn_pivot_v does so for CLBN_VEC channels at once. */
+#define CLBN_PIVOT_VALUES 8
+inline float clbn_pivot(const __global float *p, ulong count, ulong step) {
+    const uint k = (uint)min(count, (ulong)CLBN_PIVOT_VALUES);
+    float s = 0.0f;
+    for (uint i = 0; i < k; i++)
+        s += p[i * step];
+    return s / (float)k;
+}
+inline vfloat clbn_pivot_v(const __global float *p, ulong count, ulong step) {
+    const uint k = (uint)min(count, (ulong)CLBN_PIVOT_VALUES);
+    vfloat s = (vfloat)(0.0f);
+    for (uint i = 0; i < k; i++)
+        s += VLOAD(p + i * step);
+    return s / (vfloat)((float)k);
+}
+
 /* Per-lane moments of d = x - pivot (the pivot: a value of the channel), as shifted sums over
  * bounded runs: a run adds S = sum d and Q = sum d^2 (two operations per value, no division),
  * and after CLBN_RUN values per lane it is folded into the lane's total (count, mean, M2) with
@@ -116,44 +160,68 @@ inline void clbn_chan_merge(ulong *na, float *ma, float *Ma, ulong nb, float mb,
  * measured error is far smaller (tests/test_numerics.c: below 1e-6 relative on 10000 + N(0,1)
  * over 2^20 values with the pivot the channel's first value). Both terms grow with the run
  * length and with the pivot's distance from the mean, which is why the run is bounded and the
- * pivot is a value of the channel. Chan's merges of the totals are stable (Chan, Golub and
- * LeVeque 1979). Every lane of a vector has seen the same number of values, so counts are
- * scalars shared by the lanes. CLBN_MOMENTS(name, type) defines the accumulator for a vector
- * type (the kernels' lanes) and for float (the tails of rows whose length is not a multiple of
- * the vector width). */
+ * pivot is a value of the channel. Runs are folded by Chan's merge into a block of up to
+ * CLBN_RUN runs, blocks into the total, so no sequential merge chain grows past CLBN_RUN
+ * terms until a lane has seen 2^18 values (one lane of 100352 values folded run by run into
+ * one total lost 2e-6 of the variance; Chan, Golub and LeVeque 1979 give the merge). Every lane of
+ * a vector has seen the same number of values, so counts are scalars shared by the lanes.
+ * CLBN_MOMENTS(name, type) defines the accumulator for a vector type (the kernels' lanes) and for
+ * float (the tails of rows whose length is not a multiple of the vector width). */
 #define CLBN_MOMENTS(NAME, T)                                                                      \
     typedef struct {                                                                               \
-        uint run_n;                                                                                \
+        uint run_n, blk_runs;                                                                      \
         T s, q;                                                                                    \
-        ulong tot_n;                                                                               \
-        T tot_mean, tot_m2;                                                                        \
+        ulong blk_n, tot_n;                                                                        \
+        T blk_mean, blk_m2, tot_mean, tot_m2;                                                      \
     } NAME;                                                                                        \
     inline void NAME##_init(NAME *w) {                                                             \
-        w->run_n = 0;                                                                              \
-        w->s = w->q = w->tot_mean = w->tot_m2 = (T)(0.0f);                                         \
-        w->tot_n = 0;                                                                              \
+        w->run_n = w->blk_runs = 0;                                                                \
+        w->s = w->q = w->blk_mean = w->blk_m2 = w->tot_mean = w->tot_m2 = (T)(0.0f);               \
+        w->blk_n = w->tot_n = 0;                                                                   \
     }                                                                                              \
-    inline void NAME##_flush(NAME *w) {                                                            \
-        if (w->run_n == 0)                                                                         \
+    /* Chan's merge of (nb, mb, Mb) into (*na, *ma, *Ma), lanes alike. */                          \
+    inline void NAME##_chan(ulong *na, T *ma, T *Ma, ulong nb, T mb, T Mb) {                       \
+        const ulong n = *na + nb;                                                                  \
+        const float wb = (float)nb / (float)n;                                                     \
+        const T delta = mb - *ma;                                                                  \
+        *ma = *ma + delta * wb;                                                                    \
+        *Ma = *Ma + Mb + delta * delta * ((float)*na * wb);                                        \
+        *na = n;                                                                                   \
+    }                                                                                              \
+    inline void NAME##_fold_block(NAME *w) {                                                       \
+        if (w->blk_n)                                                                              \
+            NAME##_chan(&w->tot_n, &w->tot_mean, &w->tot_m2, w->blk_n, w->blk_mean, w->blk_m2);    \
+        w->blk_n = 0;                                                                              \
+        w->blk_runs = 0;                                                                           \
+        w->blk_mean = w->blk_m2 = (T)(0.0f);                                                       \
+    }                                                                                              \
+    /* Folds a run of n values per lane with sums s and q kept by the caller (kernels whose        \
+     * items hold several accumulators count their runs once for all). */                          \
+    inline void NAME##_fold(NAME *w, T s, T q, uint n) {                                           \
+        if (n == 0)                                                                                \
             return;                                                                                \
-        const float rn = (float)w->run_n;                                                          \
-        const T mean = w->s * (1.0f / rn);                                                         \
-        const T m2 = fmax(w->q - w->s * mean, (T)(0.0f));                                          \
-        const ulong n = w->tot_n + w->run_n;                                                       \
-        const float wb = rn / (float)n;                                                            \
-        const T delta = mean - w->tot_mean;                                                        \
-        w->tot_mean = w->tot_mean + delta * wb;                                                    \
-        w->tot_m2 = w->tot_m2 + m2 + delta * delta * ((float)w->tot_n * wb);                       \
-        w->tot_n = n;                                                                              \
+        const T mean = s / (T)((float)n);                                                          \
+        const T m2 = fmax(q - s * mean, (T)(0.0f));                                                \
+        NAME##_chan(&w->blk_n, &w->blk_mean, &w->blk_m2, n, mean, m2);                             \
+        if (++w->blk_runs == CLBN_RUN)                                                             \
+            NAME##_fold_block(w);                                                                  \
+    }                                                                                              \
+    inline void NAME##_fold_run(NAME *w) {                                                         \
+        NAME##_fold(w, w->s, w->q, w->run_n);                                                      \
         w->run_n = 0;                                                                              \
         w->s = w->q = (T)(0.0f);                                                                   \
+    }                                                                                              \
+    /* Folds everything into the total (tot_n, tot_mean, tot_m2). */                               \
+    inline void NAME##_flush(NAME *w) {                                                            \
+        NAME##_fold_run(w);                                                                        \
+        NAME##_fold_block(w);                                                                      \
     }                                                                                              \
     /* d is already shifted by the channel's pivot. */                                             \
     inline void NAME##_add(NAME *w, T d) {                                                         \
         w->s += d;                                                                                 \
         w->q = fma(d, d, w->q);                                                                    \
         if (++w->run_n == CLBN_RUN)                                                                \
-            NAME##_flush(w);                                                                       \
+            NAME##_fold_run(w);                                                                    \
     }
 
 CLBN_MOMENTS(clbn_moments, vfloat)
@@ -162,50 +230,52 @@ CLBN_MOMENTS(clbn_moments1, float)
 /* Backward sums of dz and dz*xhat per lane: runs of at most CLBN_RUN values summed plainly,
  * each finished run added into a Kahan-compensated total, so no fp32 running sum grows over
  * more than CLBN_RUN terms (DESIGN.md: the forward's bounded-run rule). The count is shared
- * by the lanes, as in clbn_welford. */
-typedef struct {
-    uint run_n;
-    vfloat ra, rb, ta, tb, ca, cb;
-} clbn_sums;
+ * by the lanes, as in clbn_moments; CLBN_SUMS(name, type) defines them as CLBN_MOMENTS does. */
+#define CLBN_SUMS(NAME, T)                                                                         \
+    typedef struct {                                                                               \
+        uint run_n;                                                                                \
+        T ra, rb, ta, tb, ca, cb;                                                                  \
+    } NAME;                                                                                        \
+    inline void NAME##_init(NAME *s) {                                                             \
+        s->run_n = 0;                                                                              \
+        s->ra = s->rb = s->ta = s->tb = s->ca = s->cb = (T)(0.0f);                                 \
+    }                                                                                              \
+    inline void NAME##_kahan(T *t, T *c, T v) {                                                    \
+        T y = v - *c;                                                                              \
+        T u = *t + y;                                                                              \
+        *c = (u - *t) - y;                                                                         \
+        *t = u;                                                                                    \
+    }                                                                                              \
+    /* Adds a finished run's sums (kept by the caller, or ra and rb) into the totals. */           \
+    inline void NAME##_fold(NAME *s, T a, T b) {                                                   \
+        NAME##_kahan(&s->ta, &s->ca, a);                                                           \
+        NAME##_kahan(&s->tb, &s->cb, b);                                                           \
+    }                                                                                              \
+    inline void NAME##_flush(NAME *s) {                                                            \
+        NAME##_fold(s, s->ra, s->rb);                                                              \
+        s->ra = s->rb = (T)(0.0f);                                                                 \
+        s->run_n = 0;                                                                              \
+    }                                                                                              \
+    /* Adds one value per lane; the caller counts the run with _step once it has added a value     \
+     * to every accumulator that shares the count. */                                              \
+    inline void NAME##_add(NAME *s, T a, T b) {                                                    \
+        s->ra += a;                                                                                \
+        s->rb += b;                                                                                \
+    }                                                                                              \
+    inline void NAME##_step(NAME *s) {                                                             \
+        if (++s->run_n == CLBN_RUN)                                                                \
+            NAME##_flush(s);                                                                       \
+    }                                                                                              \
+    /* The compensated totals, after a final flush. */                                             \
+    inline T NAME##_a(NAME *s) {                                                                   \
+        return s->ta - s->ca;                                                                      \
+    }                                                                                              \
+    inline T NAME##_b(NAME *s) {                                                                   \
+        return s->tb - s->cb;                                                                      \
+    }
 
-inline void clbn_sums_init(clbn_sums *s) {
-    s->run_n = 0;
-    s->ra = s->rb = s->ta = s->tb = s->ca = s->cb = (vfloat)(0.0f);
-}
-
-inline void clbn_kahan_add(vfloat *t, vfloat *c, vfloat v) {
-    vfloat y = v - *c;
-    vfloat u = *t + y;
-    *c = (u - *t) - y;
-    *t = u;
-}
-
-inline void clbn_sums_flush(clbn_sums *s) {
-    clbn_kahan_add(&s->ta, &s->ca, s->ra);
-    clbn_kahan_add(&s->tb, &s->cb, s->rb);
-    s->ra = s->rb = (vfloat)(0.0f);
-    s->run_n = 0;
-}
-
-/* Adds one value per lane; the caller counts the run with clbn_sums_step when it has added a
- * value to every accumulator that shares the count. */
-inline void clbn_sums_add(clbn_sums *s, vfloat a, vfloat b) {
-    s->ra += a;
-    s->rb += b;
-}
-
-inline void clbn_sums_step(clbn_sums *s) {
-    if (++s->run_n == CLBN_RUN)
-        clbn_sums_flush(s);
-}
-
-/* The compensated totals, after a final flush. */
-inline vfloat clbn_sums_a(clbn_sums *s) {
-    return s->ta - s->ca;
-}
-inline vfloat clbn_sums_b(clbn_sums *s) {
-    return s->tb - s->cb;
-}
+CLBN_SUMS(clbn_sums, vfloat)
+CLBN_SUMS(clbn_sums1, float)
 
 /* Lane j of a vector, for the lane loops that run once per item (not per element). */
 inline float clbn_lane(vfloat v, int j) {
@@ -284,22 +354,38 @@ inline void clbn_tree_sums(__local float *la, __local float *lb, uint base, uint
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-inline vfloat clbn_activate(vfloat z, int act) {
-    if (act == CLBN_ACT_RELU)
-        return fmax(z, (vfloat)(0.0f));
-    if (act == CLBN_ACT_SIGMOID)
-        return (vfloat)(1.0f) / ((vfloat)(1.0f) + exp(-z));
-    return z;
-}
+/* The pointwise formulas, one definition each for every kernel (vector lanes and scalar row
+ * tails): the activation and its gradient from the forward's output (exact masks, as cuDNN's
+ * and oneDNN's workspaces), the normalization y = act(((x - hi) - lo) * a + b) with the mean
+ * as a pair (clbn_mean_pair) and a = gamma * invstd, and dx with k1 = sum dz / m and
+ * k2 = sum dz*xhat / m (frozen: a * dz). */
+#define CLBN_POINTWISE(SUF, T)                                                                     \
+    inline T clbn_activate##SUF(T z, int act) {                                                    \
+        if (act == CLBN_ACT_RELU)                                                                  \
+            return fmax(z, (T)(0.0f));                                                             \
+        if (act == CLBN_ACT_SIGMOID)                                                               \
+            return (T)(1.0f) / ((T)(1.0f) + exp(-z));                                              \
+        return z;                                                                                  \
+    }                                                                                              \
+    inline T clbn_activation_grad##SUF(T dy, T y, int act) {                                       \
+        if (act == CLBN_ACT_RELU)                                                                  \
+            return select((T)(0.0f), dy, y > (T)(0.0f));                                           \
+        if (act == CLBN_ACT_SIGMOID)                                                               \
+            return dy * y * ((T)(1.0f) - y);                                                       \
+        return dy;                                                                                 \
+    }                                                                                              \
+    inline T clbn_normalize##SUF(T x, T hi, T lo, T a, T b, int act) {                             \
+        return clbn_activate##SUF(((x - hi) - lo) * a + b, act);                                   \
+    }                                                                                              \
+    inline T clbn_dx##SUF(T x, T dy, T y, T mu, T inv, T a, T k1, T k2, int frozen, int act) {     \
+        T dz = clbn_activation_grad##SUF(dy, y, act);                                              \
+        if (frozen)                                                                                \
+            return a * dz;                                                                         \
+        return a * (dz - k1 - (x - mu) * inv * k2);                                                \
+    }
 
-/* dz from dy and the forward's output y: exact masks, as cuDNN's and oneDNN's workspaces. */
-inline vfloat clbn_activation_grad(vfloat dy, vfloat y, int act) {
-    if (act == CLBN_ACT_RELU)
-        return select((vfloat)(0.0f), dy, y > (vfloat)(0.0f));
-    if (act == CLBN_ACT_SIGMOID)
-        return dy * y * ((vfloat)(1.0f) - y);
-    return dy;
-}
+CLBN_POINTWISE(, vfloat)
+CLBN_POINTWISE(1, float)
 
 /* Per-channel statistics in force: either (mean, invstd) as saved by a training forward, or
  * (running mean, running var) from which invstd is derived with eps. */
@@ -347,4 +433,26 @@ inline float clbn_finish_channel(ulong c, ulong n, float pivot, float mean_s, fl
         rv_out[c] = (1.0f - factor) * rv_in[c] + factor * unbiased;
     }
     return invstd;
+}
+
+/* Arguments shared by the finishing step (saved statistics and running averages). */
+#define CLBN_FINISH_ARGS                                                                           \
+    float eps, __global float *saved_mean, ulong saved_mean_off, __global float *saved_invstd,     \
+        ulong saved_invstd_off, int track, float factor, __global const float *rm_in,              \
+        __global const float *rv_in, __global float *rm_out, __global float *rv_out,               \
+        __global float *shift
+
+/* The statistics in force and the affine/activation settings. */
+#define CLBN_GRAD_ARGS                                                                             \
+    __global const float *mean, ulong mean_off, __global const float *stat, ulong stat_off,        \
+        int stat_is_var, float eps, __global const float *gamma, int use_scale, int act
+
+/* The dx step's extra arguments: batch (full formula) or frozen, and where dgamma/dbeta go. */
+#define CLBN_DX_ARGS                                                                               \
+    int frozen, float inv_m, int accumulate, __global float *dgamma, __global float *dbeta
+
+inline void clbn_write_grads(ulong c, float sdz, float sdzx, int accumulate, __global float *dgamma,
+                             __global float *dbeta) {
+    dbeta[c] = (accumulate ? dbeta[c] : 0.0f) + sdz;
+    dgamma[c] = (accumulate ? dgamma[c] : 0.0f) + sdzx;
 }

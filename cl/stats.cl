@@ -3,13 +3,6 @@
  * channel's final statistics (one group per channel, optionally normalizing its slice while it is
  * in cache) or partial moments that clbn_stats_merge combines in a separate kernel. */
 
-/* Arguments shared by the finishing step (saved statistics and running averages). */
-#define CLBN_FINISH_ARGS                                                                           \
-    float eps, __global float *saved_mean, ulong saved_mean_off, __global float *saved_invstd,     \
-        ulong saved_invstd_off, int track, float factor, __global const float *rm_in,              \
-        __global const float *rv_in, __global float *rm_out, __global float *rv_out,               \
-        __global float *shift
-
 /* NCHW: a channel is N rows of HW contiguous values. Range: dim0 = C groups of local size wg
  * (one per channel: dimension 0 holds the most groups on every device), dim1 = the split
  * groups of each channel. Requires HW % CLBN_VEC == 0. */
@@ -25,7 +18,7 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     const ulong total = N * HWv;
     const ulong begin = min(g * chunk, total), end = min(begin + chunk, total);
     const ulong xbase = x_off + c * HW;
-    const float pivot = x[xbase];
+    const float pivot = clbn_pivot(x + xbase, HW, 1);
 
     ulong start, stop, step;
     clbn_item_range(begin, end, lid, wg, blocked, &start, &stop, &step);
@@ -75,7 +68,8 @@ __kernel void clbn_stats_nchw(__global const float *x, ulong x_off, ulong N, ulo
     for (; k.q < k.end; clbn_cursor_next(&k)) {
         ulong o = k.row * CHW + k.col * CLBN_VEC;
         vfloat v = VLOAD(x + xbase + o);
-        VSTORE(clbn_activate(((v - hi) - lo) * a + b, act), y + ybase + o);
+        VSTORE_NT(clbn_normalize(v, (vfloat)(hi), (vfloat)(lo), (vfloat)(a), (vfloat)(b), act),
+                  y + ybase + o);
     }
 }
 
@@ -100,19 +94,34 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
 
     ulong start, stop, step;
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
+    /* The run sums stay in registers, counted once for all CLBN_CPI accumulators. */
     clbn_moments w[CLBN_CPI];
-    vfloat pivot[CLBN_CPI];
+    vfloat pivot[CLBN_CPI], rs[CLBN_CPI], rq[CLBN_CPI];
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_moments_init(&w[k]);
-        pivot[k] = k < nk ? VLOAD(xc + k * CLBN_VEC) : (vfloat)(0.0f);
+        pivot[k] = k < nk ? clbn_pivot_v(xc + k * CLBN_VEC, R, C) : (vfloat)(0.0f);
+        rs[k] = rq[k] = (vfloat)(0.0f);
     }
-    for (ulong r = start; r < stop; r += step)
+    uint run = 0;
+    for (ulong r = start; r < stop; r += step) {
         for (uint k = 0; k < CLBN_CPI; k++)
-            if (k < nk)
-                clbn_moments_add(&w[k], VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k]);
+            if (k < nk) {
+                const vfloat d = VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k];
+                rs[k] += d;
+                rq[k] = fma(d, d, rq[k]);
+            }
+        if (++run == CLBN_RUN) {
+            for (uint k = 0; k < CLBN_CPI; k++) {
+                clbn_moments_fold(&w[k], rs[k], rq[k], run);
+                rs[k] = rq[k] = (vfloat)(0.0f);
+            }
+            run = 0;
+        }
+    }
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
     for (uint k = 0; k < CLBN_CPI; k++) {
+        clbn_moments_fold(&w[k], rs[k], rq[k], run);
         clbn_moments_flush(&w[k]);
         for (int j = 0; j < CLBN_VEC; j++) {
             ln[slot + k * CLBN_VEC + j] = w[k].tot_n;
@@ -162,8 +171,8 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);
-                VSTORE(clbn_activate(((v - hi[k]) - lo[k]) * a[k] + b[k], act),
-                       yc + r * C + k * CLBN_VEC);
+                VSTORE_NT(clbn_normalize(v, hi[k], lo[k], a[k], b[k], act),
+                          yc + r * C + k * CLBN_VEC);
             }
 }
 
@@ -174,7 +183,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
 __kernel void clbn_stats_merge(ulong C, ulong split, __global const ulong *pn,
                                __global const float *pm, __global const float *pM,
                                __global const float *x, ulong x_off, ulong pivot_stride,
-                               CLBN_FINISH_ARGS) {
+                               ulong pivot_count, ulong pivot_step, CLBN_FINISH_ARGS) {
     const ulong c = get_global_id(0);
     if (c >= C)
         return;
@@ -201,7 +210,7 @@ __kernel void clbn_stats_merge(ulong C, ulong split, __global const ulong *pn,
         clbn_chan_merge(&sn[depth - 1], &sm[depth - 1], &sM[depth - 1], sn[depth], sm[depth],
                         sM[depth]);
     }
-    clbn_finish_channel(c, sn[0], x[x_off + c * pivot_stride], sm[0], sM[0], eps, saved_mean,
-                        saved_mean_off, saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in,
-                        rm_out, rv_out, shift);
+    clbn_finish_channel(c, sn[0], clbn_pivot(x + x_off + c * pivot_stride, pivot_count, pivot_step),
+                        sm[0], sM[0], eps, saved_mean, saved_mean_off, saved_invstd,
+                        saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out, shift);
 }

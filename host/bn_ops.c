@@ -243,7 +243,9 @@ typedef struct stats_src {
 static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x, uint64_t xo,
                                 cl_mem y, uint64_t yo, const stats_src *s) {
     clbn_status st;
-    args a = start(bn, p, p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW, &st);
+    args a =
+        start(bn, p,
+              clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC, CLBN_K_ROWS_APPLY_NCHW), &st);
     if (st != CLBN_SUCCESS)
         return st;
     a_mem(&a, x);
@@ -292,7 +294,9 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     clbn_status st = ensure_scratch(bn, p);
     if (st != CLBN_SUCCESS)
         return st;
-    args a = start(bn, p, p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW, &st);
+    args a =
+        start(bn, p,
+              clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC, CLBN_K_ROWS_STATS_NCHW), &st);
     if (st != CLBN_SUCCESS)
         return st;
     const int final_step = p->split == 1;
@@ -330,7 +334,9 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
         a_mem(&a, bn->scratch_b);
         a_mem(&a, x);
         a_u64(&a, xo);
-        a_u64(&a, p->nhwc ? 1 : p->HW);
+        a_u64(&a, p->nhwc ? 1 : p->HW); /* the pivot: as the statistics kernels take it */
+        a_u64(&a, p->nhwc ? p->R : p->HW);
+        a_u64(&a, p->nhwc ? p->C : 1);
         finish_args(bn, &a, sm, smo, si, sio, track, factor);
         size_t global[2] = {p->m_global, 1}, local[2] = {p->m_local, 1};
         st = run(ch, &a, global, local, "the statistics merge kernel");
@@ -368,7 +374,10 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     clbn_status st = ensure_scratch(bn, p);
     if (st != CLBN_SUCCESS)
         return st;
-    args a = start(bn, p, p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW, &st);
+    args a = start(bn, p,
+                   clbn_plan_pick(p, CLBN_K_BWD_REDUCE_NCHW, CLBN_K_BWD_REDUCE_NHWC,
+                                  CLBN_K_ROWS_BWD_REDUCE_NCHW),
+                   &st);
     if (st != CLBN_SUCCESS)
         return st;
     const int final_step = p->split == 1;
@@ -405,7 +414,7 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
         if (st != CLBN_SUCCESS)
             return st;
     }
-    a = start(bn, p, p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW, &st);
+    a = start(bn, p, clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC, CLBN_K_ROWS_DX_NCHW), &st);
     if (st != CLBN_SUCCESS)
         return st;
     a_mem(&a, x);

@@ -18,7 +18,8 @@ extern const size_t clbn_embedded_source_count;
 const char *const clbn_kernel_names[CLBN_K_COUNT] = {
     "clbn_stats_nchw", "clbn_stats_nhwc",      "clbn_stats_merge",     "clbn_apply_nchw",
     "clbn_apply_nhwc", "clbn_bwd_reduce_nchw", "clbn_bwd_reduce_nhwc", "clbn_bwd_merge",
-    "clbn_dx_nchw",    "clbn_dx_nhwc"};
+    "clbn_dx_nchw",    "clbn_dx_nhwc",         "clbn_rows_stats_nchw", "clbn_rows_apply_nchw",
+    "clbn_rows_bwd_reduce_nchw", "clbn_rows_dx_nchw"};
 
 void clbn_context_options_init(clbn_context_options *options) {
     if (options)
@@ -337,8 +338,11 @@ static clbn_status build_variant(clbn_context *ctx, int variant) {
     if (!src)
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory for the kernel source");
     char options[128];
-    snprintf(options, sizeof options, "-cl-std=CL1.2 -DCLBN_VEC=%d -DCLBN_CPI=%d",
-             1 << (variant / CLBN_CPI_VARIANTS), 1 << (variant % CLBN_CPI_VARIANTS));
+    snprintf(options, sizeof options, "-cl-std=CL1.2 -DCLBN_VEC=%d -DCLBN_CPI=%d%s",
+             1 << (variant / CLBN_CPI_VARIANTS), 1 << (variant % CLBN_CPI_VARIANTS),
+             (ctx->info.type & CL_DEVICE_TYPE_CPU) && !ctx->info.is_simulator
+                 ? " -DCLBN_STREAM_STORES"
+                 : "");
     cl_program prog = NULL;
     clbn_status st = clbn_build_cached(ctx, src, len, options, &prog);
     free(src);

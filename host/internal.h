@@ -94,6 +94,10 @@ typedef enum clbn_kernel_id {
     CLBN_K_BWD_MERGE,
     CLBN_K_DX_NCHW,
     CLBN_K_DX_NHWC,
+    CLBN_K_ROWS_STATS_NCHW, /* the NCHW kernels of CPU plans (rows.cl) */
+    CLBN_K_ROWS_APPLY_NCHW,
+    CLBN_K_ROWS_BWD_REDUCE_NCHW,
+    CLBN_K_ROWS_DX_NCHW,
     CLBN_K_COUNT
 } clbn_kernel_id;
 extern const char *const clbn_kernel_names[CLBN_K_COUNT];

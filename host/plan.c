@@ -88,6 +88,27 @@ static void plan_split(const planner *pl, plan *p, uint64_t blocks, uint64_t tot
     p->split = ceil_div(total, p->chunk);
 }
 
+/* CPU reduction (one item per group): an item per channel (NCHW rows kernels) or per tile of
+ * cpi channel vectors (NHWC), each over all its values; when there are fewer of them than
+ * twice the compute units, each is split over groups of rows (images in NCHW) and merged. */
+static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes) {
+    const uint64_t lanes = p->nhwc ? p->cpi * pl->W : 1;
+    const uint64_t items = p->nhwc ? ceil_div(p->C / pl->W, p->cpi) : p->C;
+    const uint64_t rows = p->nhwc ? p->R : p->N, want = 2 * pl->cu;
+    uint64_t split = 1;
+    if (items < want)
+        split = min_u64(min_u64(ceil_div(want, items), max_u64(1, rows / 8)), pl->gmax1);
+    p->chunk = ceil_div(rows, split);
+    p->split = ceil_div(rows, p->chunk);
+    p->r_local[0] = p->r_local[1] = 1;
+    p->r_global[0] = items;
+    p->r_global[1] = p->split;
+    p->r_lanes = lanes;
+    p->r_extra = pl->backward ? 0 : lanes;
+    p->pub.groups[0] = items;
+    *slice_bytes = p->nhwc ? p->R * lanes * 4 : p->m * 4;
+}
+
 /* NCHW reduction: one group of wg items per channel in dimension 0, the split in dimension 1.
  * Returns the bytes of one channel's slice (for the single-read decision). */
 static clbn_status plan_reduction_nchw(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
@@ -143,8 +164,10 @@ static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p)
     clbn_kernel_info ki_r, ki_m;
     clbn_status st =
         plan_kernel(bn, p,
-                    pl->backward ? (p->nhwc ? CLBN_K_BWD_REDUCE_NHWC : CLBN_K_BWD_REDUCE_NCHW)
-                                 : (p->nhwc ? CLBN_K_STATS_NHWC : CLBN_K_STATS_NCHW),
+                    pl->backward ? clbn_plan_pick(p, CLBN_K_BWD_REDUCE_NCHW, CLBN_K_BWD_REDUCE_NHWC,
+                                                  CLBN_K_ROWS_BWD_REDUCE_NCHW)
+                                 : clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC,
+                                                  CLBN_K_ROWS_STATS_NCHW),
                     &ki_r);
     if (st == CLBN_SUCCESS)
         st = plan_kernel(bn, p, pl->backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
@@ -155,8 +178,11 @@ static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p)
     const uint64_t budget = pl->lim->local_mem_size > own ? pl->lim->local_mem_size - own : 0;
     const uint64_t kwg = kernel_wg(pl->lim, &ki_r);
     uint64_t slice_bytes = 0;
-    st = p->nhwc ? plan_reduction_nhwc(pl, p, kwg, budget, own, &slice_bytes)
-                 : plan_reduction_nchw(pl, p, kwg, budget, own, &slice_bytes);
+    if (!pl->gpu && reduce_local_bytes(pl->backward, p->cpi * pl->W, p->cpi * pl->W) <= budget)
+        plan_reduction_cpu(pl, p, &slice_bytes);
+    else
+        st = p->nhwc ? plan_reduction_nhwc(pl, p, kwg, budget, own, &slice_bytes)
+                     : plan_reduction_nchw(pl, p, kwg, budget, own, &slice_bytes);
     if (st != CLBN_SUCCESS)
         return st;
     p->pub.groups[1] = p->split;
@@ -177,14 +203,28 @@ static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p)
  * ceiling, the kernels loop over what is left. */
 static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *p,
                                     uint64_t groups[2], clbn_kernel_info *ki_e) {
-    clbn_status st = plan_kernel(bn, p,
-                                 pl->backward ? (p->nhwc ? CLBN_K_DX_NHWC : CLBN_K_DX_NCHW)
-                                              : (p->nhwc ? CLBN_K_APPLY_NHWC : CLBN_K_APPLY_NCHW),
-                                 ki_e);
+    clbn_status st = plan_kernel(
+        bn, p,
+        pl->backward
+            ? clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC, CLBN_K_ROWS_DX_NCHW)
+            : clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC, CLBN_K_ROWS_APPLY_NCHW),
+        ki_e);
     if (st != CLBN_SUCCESS)
         return st;
     const uint64_t kwg = kernel_wg(pl->lim, ki_e);
-    if (!p->nhwc) {
+    if (!pl->gpu) {
+        /* CPU: one item per group, each streaming a contiguous block of rows (NCHW), or of
+         * rows of its tile of channels (NHWC); twice as many items as compute units. */
+        const uint64_t want = 2 * pl->cu;
+        p->e_local[0] = p->e_local[1] = 1;
+        if (p->rows) {
+            groups[0] = min_u64(p->N * p->C, want);
+            groups[1] = 1;
+        } else {
+            groups[0] = p->nhwc ? ceil_div(p->C / pl->W, p->cpi) : 1;
+            groups[1] = min_u64(min_u64(ceil_div(want, groups[0]), p->R), pl->gmax1);
+        }
+    } else if (!p->nhwc) {
         uint64_t rows = p->N * p->C, hwv = p->HW / pl->W;
         if (pl->gpu) {
             p->e_local[0] = min_u64(hwv, min_u64(256, kwg));
@@ -239,21 +279,28 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     p->m = p->R;
     p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
     p->blocked = !pl.gpu;
+    /* NCHW on a CPU: the rows kernels, which take any H*W at the full vector width. */
+    p->rows = !pl.gpu && !p->nhwc;
     const uint64_t inner = p->nhwc ? p->C : p->HW;
     pl.W = lim->vector_width ? lim->vector_width : 1;
-    while (pl.W > 1 && inner % pl.W)
+    while (pl.W > 1 && !p->rows && inner % pl.W)
         pl.W >>= 1;
-    /* NHWC on a CPU: an item handles up to 8 channel vectors (whole rows of up to 128
-     * channels), since items reading 64 bytes of every row run at 40% of a copy. A GPU item
-     * takes one, so its arrays stay in registers. */
-    p->cpi = (p->nhwc && !pl.gpu) ? floor_pow2_u32(p->C / pl.W, 8) : 1;
-    p->variant = log2_u32(pl.W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
     pl.cu = lim->compute_units ? lim->compute_units : 1;
     pl.target = 4 * pl.cu;
     if (lim->max_groups_per_dim)
         pl.gmax1 = lim->max_groups_per_dim;
     p->reduce = op == CLBN_OP_FORWARD_TRAIN || pl.backward ||
                 (op == CLBN_OP_FORWARD_INFER && !(bn->opt.flags & CLBN_TRACK_RUNNING_STATS));
+    /* NHWC on a CPU: an item takes up to 8 channel vectors (128 channels) of every row. An
+     * elementwise pass takes whole rows (a stream); a reduction keeps tiles small enough that
+     * there are two per compute unit when it can, so no split is needed. A GPU item takes one
+     * vector, so its arrays stay in registers. */
+    p->cpi = 1;
+    if (p->nhwc && !pl.gpu) {
+        const uint64_t cv = p->C / pl.W;
+        p->cpi = floor_pow2_u32(cv, 8);
+    }
+    p->variant = log2_u32(pl.W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
 
     clbn_plan *pub = &p->pub;
     clbn_status st = p->reduce ? plan_reduction(bn, &pl, p) : CLBN_SUCCESS;

@@ -10,6 +10,7 @@ typedef struct plan {
     int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
     int variant;  /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
     int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
+    int rows;     /* NCHW on a CPU: the rows kernels (rows.cl) */
     uint32_t cpi; /* NHWC: channel vectors per work-item */
     uint64_t N, C, HW, R, m;
     uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
@@ -20,6 +21,12 @@ typedef struct plan {
     int reduce, fused;
     uint64_t scratch_n, scratch_a, scratch_b; /* elements */
 } plan;
+
+/* The kernel of a plan's family: NCHW (GPU), NHWC (both) or the NCHW rows kernels (CPU). */
+static inline clbn_kernel_id clbn_plan_pick(const plan *p, clbn_kernel_id nchw, clbn_kernel_id nhwc,
+                                            clbn_kernel_id rows) {
+    return p->nhwc ? nhwc : p->rows ? rows : nchw;
+}
 
 /* Plans op on shape s for bn's context; the shape has passed its checks. */
 clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p);

@@ -4,7 +4,7 @@
 # CPU device used by the other tests happens to support fp64.
 #
 # Usage: check_offline.sh <cl-source-dir> [clang]
-# The files form one program in the order common.cl, stats.cl, apply.cl, backward.cl (the
+# The files form one program in the order common.cl, stats.cl, apply.cl, backward.cl, rows.cl (the
 # library's order); common.cl holds helpers the others use. Checked: common.cl alone, common.cl
 # followed by each other file, and the whole program in library order. Any other *.cl file in the
 # directory is checked as common.cl + that file.
@@ -79,7 +79,7 @@ for bad in double_type double_literal; do
 done
 echo "self-test ok: clean kernel accepted, stray double rejected"
 
-order="common.cl stats.cl apply.cl backward.cl"
+order="common.cl stats.cl apply.cl backward.cl rows.cl"
 fail=0
 for f in $order; do
     if [ ! -f "$cl_dir/$f" ]; then
