@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what clbn needs on Debian 12 (run as root), skipping what is already installed.
+# libdnnl-dev (oneDNN) is optional to the build: `clbn bench` measures it next to clbn.
 # With --tests it adds what the tests need: cmocka, clang (offline kernel checks) and PyTorch
 # (the outside oracle).
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo)
+pkgs=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
+  libdnnl-dev)
 if [ "${1:-}" = "--tests" ]; then
   pkgs+=(libcmocka-dev clang python3-torch python3-numpy oclgrind)
 fi
