@@ -63,10 +63,11 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
     __global float *yc = y + y_off + ci0 * CLBN_VEC;
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
-    for (ulong r = start; r < stop; r += step)
+    for (ulong r = start; r < stop; r += step) {
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + k * CLBN_VEC;
                 VSTORE_NT(clbn_normalize(VLOAD(xc + o), hi[k], lo[k], a[k], b[k], act), yc + o);
             }
+    }
 }

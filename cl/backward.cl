@@ -160,7 +160,8 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
         k1[k] = VLOAD(la + s) * inv_m;
         k2[k] = VLOAD(lb + s) * inv_m;
     }
-    for (ulong r = start; r < stop; r += step)
+    for (ulong t = start; t < stop; t += step) { /* blocked: last read, first */
+        const ulong r = blocked ? start + stop - 1 - t : t;
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
@@ -169,6 +170,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
                                   a[k], k1[k], k2[k], frozen, act),
                           dx + dx_off + o);
             }
+    }
 }
 
 /* Sums the split partials of each channel pairwise in a fixed order, as clbn_stats_merge
@@ -259,7 +261,7 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
     const int need_y = act != CLBN_ACT_NONE;
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
-    for (ulong r = start; r < stop; r += step)
+    for (ulong r = start; r < stop; r += step) {
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
@@ -268,4 +270,5 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
                                   a[k], k1[k], k2[k], frozen, act),
                           dx + dx_off + o);
             }
+    }
 }

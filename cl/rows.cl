@@ -34,9 +34,70 @@ inline void clbn_dx_span(const __global float *x, const __global float *y, const
         dx[i] = clbn_dx1(x[i], dy[i], need_y ? y[i] : 0.0f, mu, inv, a, k1, k2, frozen, act);
 }
 
-/* Range: dim0 = C items (one per channel), dim1 = split items, each taking `chunk` images of
- * the channel; local size 1. With final_step the item finishes the channel and, with apply,
- * normalizes its slice while it is in cache (single read). */
+/* One channel's moments over rows n0..n1-1 (vectors and scalar tails), accumulated a row at a
+ * time so that the pipelined kernels below can interleave them with another channel's rows. */
+typedef struct {
+    clbn_moments w;
+    clbn_moments1 w1;
+    float pivot;
+} clbn_row_moments;
+
+inline void clbn_row_moments_init(clbn_row_moments *r, float pivot) {
+    clbn_moments_init(&r->w);
+    clbn_moments1_init(&r->w1);
+    r->pivot = pivot;
+}
+
+/* The run's sums are copied into locals for the loop: through the struct, every vector's add
+ * waited for the previous one's store (a chain through memory, not registers). */
+inline void clbn_row_moments_add(clbn_row_moments *r, const __global float *row, ulong HW) {
+    const float p = r->pivot;
+    vfloat s = r->w.s, q = r->w.q;
+    uint n = r->w.run_n;
+    ulong i = 0;
+    for (; i + CLBN_VEC <= HW; i += CLBN_VEC) {
+        const vfloat d = VLOAD(row + i) - p;
+        s += d;
+        q = fma(d, d, q);
+        if (++n == CLBN_RUN) {
+            clbn_moments_fold(&r->w, s, q, n);
+            s = q = (vfloat)(0.0f);
+            n = 0;
+        }
+    }
+    r->w.s = s;
+    r->w.q = q;
+    r->w.run_n = n;
+    for (; i < HW; i++)
+        clbn_moments1_add(&r->w1, row[i] - p);
+}
+
+/* (count, mean, M2) of x - pivot over everything added: the lanes and the tail merged in a
+ * fixed order. */
+inline void clbn_row_moments_result(clbn_row_moments *r, ulong *n, float *m, float *M) {
+    clbn_moments_flush(&r->w);
+    clbn_moments1_flush(&r->w1);
+    *n = 0;
+    *m = *M = 0.0f;
+    for (int j = 0; j < CLBN_VEC; j++)
+        clbn_chan_merge(n, m, M, r->w.tot_n, clbn_lane(r->w.tot_mean, j),
+                        clbn_lane(r->w.tot_m2, j));
+    clbn_chan_merge(n, m, M, r->w1.tot_n, r->w1.tot_mean, r->w1.tot_m2);
+}
+
+/* This item's channels [*c0, *c1): a contiguous block of the C channels over dim0's items. */
+inline void clbn_channel_block(ulong C, ulong *c0, ulong *c1) {
+    const ulong G = get_global_size(0), per = (C + G - 1) / G;
+    *c0 = min(get_global_id(0) * per, C);
+    *c1 = min(*c0 + per, C);
+}
+
+/* Range: dim0 = items, each taking a block of consecutive channels (clbn_channel_block), dim1
+ * = split items, each taking `chunk` images of them; local size 1. With final_step the item
+ * finishes each channel; with apply it also normalizes the channel's slice while it is in cache
+ * (single read), pipelined: the rows of channel c are normalized in the same loop that reads
+ * channel c+1's rows from memory, so the device reads and writes at once, and each pass runs
+ * the opposite way to the one before, so the rows read last are normalized first. */
 __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N, ulong C, ulong HW,
                                    ulong chunk, int blocked, __local ulong *ln, __local float *lm,
                                    __local float *lM, int final_step, __global ulong *pn,
@@ -44,49 +105,57 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
                                    int apply, __global float *y, ulong y_off,
                                    __global const float *gamma, __global const float *beta,
                                    int use_scale, int use_shift, int act) {
-    const ulong c = get_global_id(0), g = get_global_id(1), split = get_global_size(1);
-    if (c >= C)
-        return;
+    const ulong g = get_global_id(1), split = get_global_size(1);
+    ulong c0, c1;
+    clbn_channel_block(C, &c0, &c1);
     const ulong CHW = C * HW;
     const ulong n0 = min(g * chunk, N), n1 = min(n0 + chunk, N);
-    const __global float *xc = x + x_off + c * HW;
-    const float pivot = clbn_pivot(xc, HW, 1);
-    clbn_moments w;
-    clbn_moments1 w1;
-    clbn_moments_init(&w);
-    clbn_moments1_init(&w1);
-    for (ulong n = n0; n < n1; n++) {
-        const __global float *row = xc + n * CHW;
-        ulong i = 0;
-        for (; i + CLBN_VEC <= HW; i += CLBN_VEC)
-            clbn_moments_add(&w, VLOAD(row + i) - pivot);
-        for (; i < HW; i++)
-            clbn_moments1_add(&w1, row[i] - pivot);
+    const __global float *xb = x + x_off;
+    clbn_row_moments cur, next;
+    if (c0 < c1) {
+        clbn_row_moments_init(&cur, clbn_pivot(xb + c0 * HW, HW, 1));
+        for (ulong n = n0; n < n1; n++)
+            clbn_row_moments_add(&cur, xb + c0 * HW + n * CHW, HW);
     }
-    clbn_moments_flush(&w);
-    clbn_moments1_flush(&w1);
-    ulong cnt = 0;
-    float m = 0.0f, M = 0.0f;
-    for (int j = 0; j < CLBN_VEC; j++)
-        clbn_chan_merge(&cnt, &m, &M, w.tot_n, clbn_lane(w.tot_mean, j), clbn_lane(w.tot_m2, j));
-    clbn_chan_merge(&cnt, &m, &M, w1.tot_n, w1.tot_mean, w1.tot_m2);
-    if (!final_step) {
-        pn[c * split + g] = cnt;
-        pm[c * split + g] = m;
-        pM[c * split + g] = M;
-        return;
+    int down = 1; /* the direction of the next pass over the rows */
+    for (ulong c = c0; c < c1; c++) {
+        ulong cnt;
+        float m, M;
+        clbn_row_moments_result(&cur, &cnt, &m, &M);
+        const int more = c + 1 < c1;
+        if (more)
+            clbn_row_moments_init(&next, clbn_pivot(xb + (c + 1) * HW, HW, 1));
+        const __global float *xc = xb + c * HW, *xn = xb + (c + 1) * HW;
+        if (!final_step) {
+            pn[c * split + g] = cnt;
+            pm[c * split + g] = m;
+            pM[c * split + g] = M;
+        }
+        float invstd = 0.0f;
+        if (final_step)
+            invstd = clbn_finish_channel(c, cnt, cur.pivot, m, M, eps, saved_mean, saved_mean_off,
+                                         saved_invstd, saved_invstd_off, track, factor, rm_in,
+                                         rv_in, rm_out, rv_out, shift);
+        if (final_step && apply) {
+            float hi, lo;
+            clbn_mean_pair(cur.pivot, m, &hi, &lo);
+            const float a = (use_scale ? gamma[c] : 1.0f) * invstd;
+            const float b = use_shift ? beta[c] : 0.0f;
+            __global float *yc = y + y_off + c * HW;
+            for (ulong k = 0; k < n1 - n0; k++) {
+                const ulong n = down ? n1 - 1 - k : n0 + k;
+                if (more)
+                    clbn_row_moments_add(&next, xn + n * CHW, HW);
+                clbn_normalize_span(xc + n * CHW, yc + n * CHW, HW, hi, lo, a, b, act);
+            }
+            down = !down;
+        } else if (more) {
+            for (ulong n = n0; n < n1; n++)
+                clbn_row_moments_add(&next, xn + n * CHW, HW);
+        }
+        if (more)
+            cur = next;
     }
-    const float invstd =
-        clbn_finish_channel(c, cnt, pivot, m, M, eps, saved_mean, saved_mean_off, saved_invstd,
-                            saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out, shift);
-    if (!apply)
-        return;
-    float hi, lo;
-    clbn_mean_pair(pivot, m, &hi, &lo);
-    const float a = (use_scale ? gamma[c] : 1.0f) * invstd, b = use_shift ? beta[c] : 0.0f;
-    __global float *yc = y + y_off + c * HW;
-    for (ulong n = n1; n-- > n0;) /* last read first: the most of it is still in cache */
-        clbn_normalize_span(xc + n * CHW, yc + n * CHW, HW, hi, lo, a, b, act);
 }
 
 /* This item's rows of the N*C rows: a contiguous block (dim0 items, local size 1). */
@@ -119,7 +188,58 @@ clbn_rows_apply_nchw(__global const float *x, ulong x_off, __global float *y, ul
     }
 }
 
-/* Range and split as clbn_rows_stats_nchw. */
+/* One channel's backward sums over rows, a row at a time (see clbn_row_moments). */
+typedef struct {
+    clbn_sums acc;
+    clbn_sums1 acc1;
+    float mu, inv;
+} clbn_row_sums;
+
+inline void clbn_row_sums_init(clbn_row_sums *r, ulong c, CLBN_GRAD_ARGS) {
+    clbn_sums_init(&r->acc);
+    clbn_sums1_init(&r->acc1);
+    r->mu = mean[mean_off + c];
+    r->inv = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+}
+
+inline void clbn_row_sums_add(clbn_row_sums *r, const __global float *xr, const __global float *yr,
+                              const __global float *dyr, ulong HW, int act) {
+    const int need_y = act != CLBN_ACT_NONE;
+    const float mu = r->mu, inv = r->inv;
+    vfloat ra = r->acc.ra, rb = r->acc.rb; /* locals, as in clbn_row_moments_add */
+    uint n = r->acc.run_n;
+    ulong i = 0;
+    for (; i + CLBN_VEC <= HW; i += CLBN_VEC) {
+        vfloat dz = VLOAD(dyr + i);
+        if (need_y)
+            dz = clbn_activation_grad(dz, VLOAD(yr + i), act);
+        ra += dz;
+        rb += dz * ((VLOAD(xr + i) - mu) * inv);
+        if (++n == CLBN_RUN) {
+            clbn_sums_fold(&r->acc, ra, rb);
+            ra = rb = (vfloat)(0.0f);
+            n = 0;
+        }
+    }
+    r->acc.ra = ra;
+    r->acc.rb = rb;
+    r->acc.run_n = n;
+    for (; i < HW; i++) {
+        float dz = clbn_activation_grad1(dyr[i], need_y ? yr[i] : 0.0f, act);
+        clbn_sums1_add(&r->acc1, dz, dz * ((xr[i] - mu) * inv));
+        clbn_sums1_step(&r->acc1);
+    }
+}
+
+inline void clbn_row_sums_result(clbn_row_sums *r, float *sdz, float *sdzx) {
+    clbn_sums_flush(&r->acc);
+    clbn_sums1_flush(&r->acc1);
+    *sdz = clbn_sum_lanes(clbn_sums_a(&r->acc)) + clbn_sums1_a(&r->acc1);
+    *sdzx = clbn_sum_lanes(clbn_sums_b(&r->acc)) + clbn_sums1_b(&r->acc1);
+}
+
+/* Range, split and pipelining as clbn_rows_stats_nchw: with apply, channel c's dx is written in
+ * the loop that reads channel c+1's x, dy (and y) from memory. */
 __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
                                         __global const float *y, ulong y_off,
                                         __global const float *dy, ulong dy_off, ulong N, ulong C,
@@ -127,55 +247,58 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
                                         __local float *lb, int final_step, __global float *part,
                                         __global float *sums, CLBN_GRAD_ARGS, int apply,
                                         __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
-    const ulong c = get_global_id(0), g = get_global_id(1), split = get_global_size(1);
-    if (c >= C)
-        return;
+    const ulong g = get_global_id(1), split = get_global_size(1);
+    ulong c0, c1;
+    clbn_channel_block(C, &c0, &c1);
     const ulong CHW = C * HW;
     const ulong n0 = min(g * chunk, N), n1 = min(n0 + chunk, N);
-    const float mu = mean[mean_off + c];
-    const float inv = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-    const int need_y = act != CLBN_ACT_NONE;
-    const ulong base = c * HW;
-    clbn_sums acc;
-    clbn_sums1 acc1;
-    clbn_sums_init(&acc);
-    clbn_sums1_init(&acc1);
-    for (ulong n = n0; n < n1; n++) {
-        const ulong o = base + n * CHW;
-        const __global float *xr = x + x_off + o, *yr = y + y_off + o, *dyr = dy + dy_off + o;
-        ulong i = 0;
-        for (; i + CLBN_VEC <= HW; i += CLBN_VEC) {
-            vfloat dz = VLOAD(dyr + i);
-            if (need_y)
-                dz = clbn_activation_grad(dz, VLOAD(yr + i), act);
-            clbn_sums_add(&acc, dz, dz * ((VLOAD(xr + i) - mu) * inv));
-            clbn_sums_step(&acc);
-        }
-        for (; i < HW; i++) {
-            float dz = clbn_activation_grad1(dyr[i], need_y ? yr[i] : 0.0f, act);
-            clbn_sums1_add(&acc1, dz, dz * ((xr[i] - mu) * inv));
-            clbn_sums1_step(&acc1);
+    const __global float *xb = x + x_off, *yb = y + y_off, *dyb = dy + dy_off;
+    clbn_row_sums cur, next;
+    if (c0 < c1) {
+        clbn_row_sums_init(&cur, c0, mean, mean_off, stat, stat_off, stat_is_var, eps, gamma,
+                           use_scale, act);
+        for (ulong n = n0; n < n1; n++) {
+            const ulong o = c0 * HW + n * CHW;
+            clbn_row_sums_add(&cur, xb + o, yb + o, dyb + o, HW, act);
         }
     }
-    clbn_sums_flush(&acc);
-    clbn_sums1_flush(&acc1);
-    const float sdz = clbn_sum_lanes(clbn_sums_a(&acc)) + clbn_sums1_a(&acc1);
-    const float sdzx = clbn_sum_lanes(clbn_sums_b(&acc)) + clbn_sums1_b(&acc1);
-    if (!final_step) {
-        part[2 * (c * split + g)] = sdz;
-        part[2 * (c * split + g) + 1] = sdzx;
-        return;
-    }
-    sums[2 * c] = sdz;
-    sums[2 * c + 1] = sdzx;
-    if (!apply)
-        return;
-    clbn_write_grads(c, sdz, sdzx, accumulate, dgamma, dbeta);
-    const float a = (use_scale ? gamma[c] : 1.0f) * inv;
-    for (ulong n = n1; n-- > n0;) {
-        const ulong o = base + n * CHW;
-        clbn_dx_span(x + x_off + o, y + y_off + o, dy + dy_off + o, dx + dx_off + o, HW, mu, inv, a,
-                     sdz * inv_m, sdzx * inv_m, frozen, act);
+    int down = 1;
+    for (ulong c = c0; c < c1; c++) {
+        float sdz, sdzx;
+        clbn_row_sums_result(&cur, &sdz, &sdzx);
+        const int more = c + 1 < c1;
+        if (more)
+            clbn_row_sums_init(&next, c + 1, mean, mean_off, stat, stat_off, stat_is_var, eps,
+                               gamma, use_scale, act);
+        if (!final_step) {
+            part[2 * (c * split + g)] = sdz;
+            part[2 * (c * split + g) + 1] = sdzx;
+        } else {
+            sums[2 * c] = sdz;
+            sums[2 * c + 1] = sdzx;
+        }
+        if (final_step && apply) {
+            clbn_write_grads(c, sdz, sdzx, accumulate, dgamma, dbeta);
+            const float a = (use_scale ? gamma[c] : 1.0f) * cur.inv;
+            for (ulong k = 0; k < n1 - n0; k++) {
+                const ulong n = down ? n1 - 1 - k : n0 + k;
+                if (more) {
+                    const ulong o = (c + 1) * HW + n * CHW;
+                    clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, HW, act);
+                }
+                const ulong o = c * HW + n * CHW;
+                clbn_dx_span(xb + o, yb + o, dyb + o, dx + dx_off + o, HW, cur.mu, cur.inv, a,
+                             sdz * inv_m, sdzx * inv_m, frozen, act);
+            }
+            down = !down;
+        } else if (more) {
+            for (ulong n = n0; n < n1; n++) {
+                const ulong o = (c + 1) * HW + n * CHW;
+                clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, HW, act);
+            }
+        }
+        if (more)
+            cur = next;
     }
 }
 

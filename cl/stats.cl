@@ -167,13 +167,15 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
         b[k] = live && use_shift ? VLOAD(beta + (ci0 + k) * CLBN_VEC) : (vfloat)(0.0f);
     }
     __global float *yc = y + y_off + ci0 * CLBN_VEC;
-    for (ulong r = start; r < stop; r += step)
+    for (ulong t = start; t < stop; t += step) { /* blocked: last read, first */
+        const ulong r = blocked ? start + stop - 1 - t : t;
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);
                 VSTORE_NT(clbn_normalize(v, hi[k], lo[k], a[k], b[k], act),
                           yc + r * C + k * CLBN_VEC);
             }
+    }
 }
 
 /* Combines the split partial moments of each channel pairwise in a fixed order (a binary

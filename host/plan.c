@@ -93,11 +93,14 @@ static void plan_split(const planner *pl, plan *p, uint64_t blocks, uint64_t tot
  * twice the compute units, each is split over groups of rows (images in NCHW) and merged. */
 static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes) {
     const uint64_t lanes = p->nhwc ? p->cpi * pl->W : 1;
-    const uint64_t items = p->nhwc ? ceil_div(p->C / pl->W, p->cpi) : p->C;
+    const uint64_t tiles = p->nhwc ? ceil_div(p->C / pl->W, p->cpi) : p->C;
     const uint64_t rows = p->nhwc ? p->R : p->N, want = 2 * pl->cu;
     uint64_t split = 1;
-    if (items < want)
-        split = min_u64(min_u64(ceil_div(want, items), max_u64(1, rows / 8)), pl->gmax1);
+    if (tiles < want)
+        split = min_u64(min_u64(ceil_div(want, tiles), max_u64(1, rows / 8)), pl->gmax1);
+    /* NCHW items take blocks of channels (pipelined: one channel's second pass overlaps the
+     * next one's first), twice as many as compute units; NHWC items one tile each. */
+    const uint64_t items = p->nhwc ? tiles : min_u64(tiles, want);
     p->chunk = ceil_div(rows, split);
     p->split = ceil_div(rows, p->chunk);
     p->r_local[0] = p->r_local[1] = 1;
@@ -106,7 +109,7 @@ static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes
     p->r_lanes = lanes;
     p->r_extra = pl->backward ? 0 : lanes;
     p->pub.groups[0] = items;
-    *slice_bytes = p->nhwc ? p->R * lanes * 4 : p->m * 4;
+    *slice_bytes = p->nhwc ? p->R * lanes * 4 : 2 * p->m * 4; /* NCHW: two channels in flight */
 }
 
 /* NCHW reduction: one group of wg items per channel in dimension 0, the split in dimension 1.
