@@ -13,7 +13,8 @@
 typedef enum bench_roof_kind {
     BENCH_ROOF_KERNEL,      /* a copy kernel (global, local below) */
     BENCH_ROOF_COPY_BUFFER, /* clEnqueueCopyBuffer */
-    BENCH_ROOF_HOST         /* memcpy on every core, between two host arrays */
+    BENCH_ROOF_HOST,        /* memcpy on every core, between two host arrays */
+    BENCH_ROOF_HOST_STREAM  /* the same with non-temporal stores (x86-64 only) */
 } bench_roof_kind;
 
 typedef struct bench_roof_variant {
