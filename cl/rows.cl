@@ -326,3 +326,245 @@ __kernel void clbn_rows_dx_nchw(__global const float *x, ulong x_off, __global c
             c = 0;
     }
 }
+
+/* ------------------------------------------------------------------------------------------
+ * NHWC (and NC) on a CPU: every item takes a block of whole rows (all C channels of one
+ * position, contiguous), so memory is read in long sequential runs whatever C is; the
+ * per-channel state lives in the item's __local arrays (one item per group: on a CPU they are
+ * the item's own cache-resident memory). The reduction writes partials per block of rows,
+ * merged by clbn_stats_merge / clbn_bwd_merge; then the elementwise kernels below run.
+ * ------------------------------------------------------------------------------------------ */
+
+/* This item's rows: a contiguous block of the R rows over dim1's items. */
+inline void clbn_rows_of_item(ulong R, ulong chunk, ulong *r0, ulong *r1) {
+    *r0 = min(get_global_id(1) * chunk, R);
+    *r1 = min(*r0 + chunk, R);
+}
+
+/* Folds the run sums (s, q) of n values per lane, kept in local arrays of cv vectors, into the
+ * block moments (bm, bM, with count *bn); every channel has seen the same count. */
+inline void clbn_rows_fold(__local float *s, __local float *q, __local float *bm, __local float *bM,
+                           ulong cv, uint n, ulong *bn) {
+    const float wb = (float)n / (float)(*bn + n), wa = (float)*bn * wb;
+    for (ulong j = 0; j < cv; j++) {
+        const ulong o = j * CLBN_VEC;
+        const vfloat sj = VLOAD(s + o), mean = sj / (vfloat)((float)n);
+        const vfloat m2 = fmax(VLOAD(q + o) - sj * mean, (vfloat)(0.0f));
+        const vfloat ma = VLOAD(bm + o), delta = mean - ma;
+        VSTORE(ma + delta * wb, bm + o);
+        VSTORE(VLOAD(bM + o) + m2 + delta * delta * wa, bM + o);
+        VSTORE((vfloat)(0.0f), s + o);
+        VSTORE((vfloat)(0.0f), q + o);
+    }
+    *bn += n;
+}
+
+/* Statistics, NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of `chunk` rows;
+ * local size 1. lm and lM each hold 4C floats: run sums, block moments, total moments and
+ * (lm) the pivots. Writes partial moments per block (or, with final_step, finishes the
+ * channels); never normalizes (apply must be 0). */
+__kernel void clbn_rows_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
+                                   ulong chunk, int blocked, __local ulong *ln, __local float *lm,
+                                   __local float *lM, int final_step, __global ulong *pn,
+                                   __global float *pm, __global float *pM, CLBN_FINISH_ARGS,
+                                   int apply, __global float *y, ulong y_off,
+                                   __global const float *gamma, __global const float *beta,
+                                   int use_scale, int use_shift, int act) {
+    const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
+    __local float *s = lm, *bm = lm + C, *tm = lm + 2 * C, *piv = lm + 3 * C;
+    __local float *q = lM, *bM = lM + C, *tM = lM + 2 * C;
+    const __global float *xb = x + x_off;
+    for (ulong j = 0; j < cv; j++) {
+        const ulong o = j * CLBN_VEC;
+        VSTORE(clbn_pivot_v(xb + o, R, C), piv + o);
+        VSTORE((vfloat)(0.0f), s + o);
+        VSTORE((vfloat)(0.0f), q + o);
+        VSTORE((vfloat)(0.0f), bm + o);
+        VSTORE((vfloat)(0.0f), bM + o);
+        VSTORE((vfloat)(0.0f), tm + o);
+        VSTORE((vfloat)(0.0f), tM + o);
+    }
+    ulong r0, r1, bn = 0, tn = 0;
+    clbn_rows_of_item(R, chunk, &r0, &r1);
+    uint run = 0, runs = 0;
+    for (ulong r = r0; r < r1; r++) {
+        const __global float *row = xb + r * C;
+        for (ulong j = 0; j < cv; j++) {
+            const ulong o = j * CLBN_VEC;
+            const vfloat d = VLOAD(row + o) - VLOAD(piv + o);
+            VSTORE(VLOAD(s + o) + d, s + o);
+            VSTORE(fma(d, d, VLOAD(q + o)), q + o);
+        }
+        if (++run == CLBN_RUN) {
+            clbn_rows_fold(s, q, bm, bM, cv, run, &bn);
+            run = 0;
+            if (++runs == CLBN_RUN) { /* the block into the total: Chan's merge */
+                const float wb = (float)bn / (float)(tn + bn), wa = (float)tn * wb;
+                for (ulong j = 0; j < cv; j++) {
+                    const ulong o = j * CLBN_VEC;
+                    const vfloat ma = VLOAD(tm + o), delta = VLOAD(bm + o) - ma;
+                    VSTORE(ma + delta * wb, tm + o);
+                    VSTORE(VLOAD(tM + o) + VLOAD(bM + o) + delta * delta * wa, tM + o);
+                    VSTORE((vfloat)(0.0f), bm + o);
+                    VSTORE((vfloat)(0.0f), bM + o);
+                }
+                tn += bn;
+                bn = 0;
+                runs = 0;
+            }
+        }
+    }
+    if (run)
+        clbn_rows_fold(s, q, bm, bM, cv, run, &bn);
+    if (bn) {
+        const float wb = (float)bn / (float)(tn + bn), wa = (float)tn * wb;
+        for (ulong j = 0; j < cv; j++) {
+            const ulong o = j * CLBN_VEC;
+            const vfloat ma = VLOAD(tm + o), delta = VLOAD(bm + o) - ma;
+            VSTORE(ma + delta * wb, tm + o);
+            VSTORE(VLOAD(tM + o) + VLOAD(bM + o) + delta * delta * wa, tM + o);
+        }
+        tn += bn;
+    }
+    for (ulong c = 0; c < C; c++) {
+        if (final_step)
+            clbn_finish_channel(c, tn, piv[c], tm[c], tM[c], eps, saved_mean, saved_mean_off,
+                                saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out,
+                                rv_out, shift);
+        else {
+            pn[c * split + g] = tn;
+            pm[c * split + g] = tm[c];
+            pM[c * split + g] = tM[c];
+        }
+    }
+}
+
+/* y for NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of rows (of R / items);
+ * local size 1; coef holds 4C floats: each channel's hi, lo, a, b, computed once per item. */
+__kernel void clbn_rows_apply_nhwc(__global const float *x, ulong x_off, __global float *y,
+                                   ulong y_off, ulong R, ulong C, int blocked,
+                                   __global const float *mean, ulong mean_off,
+                                   __global const float *shift, int use_pair,
+                                   __global const float *stat, ulong stat_off, int stat_is_var,
+                                   float eps, __global const float *gamma,
+                                   __global const float *beta, int use_scale, int use_shift,
+                                   int act, __local float *coef) {
+    const ulong cv = C / CLBN_VEC, items = get_global_size(1);
+    __local float *hi = coef, *lo = coef + C, *a = coef + 2 * C, *b = coef + 3 * C;
+    for (ulong c = 0; c < C; c++) {
+        hi[c] = use_pair ? shift[2 * c] : mean[mean_off + c];
+        lo[c] = use_pair ? shift[2 * c + 1] : 0.0f;
+        a[c] = (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+        b[c] = use_shift ? beta[c] : 0.0f;
+    }
+    ulong r0, r1;
+    clbn_rows_of_item(R, (R + items - 1) / items, &r0, &r1);
+    for (ulong r = r0; r < r1; r++) {
+        const __global float *xr = x + x_off + r * C;
+        __global float *yr = y + y_off + r * C;
+        for (ulong j = 0; j < cv; j++) {
+            const ulong o = j * CLBN_VEC;
+            VSTORE_NT(clbn_normalize(VLOAD(xr + o), VLOAD(hi + o), VLOAD(lo + o), VLOAD(a + o),
+                                     VLOAD(b + o), act),
+                      yr + o);
+        }
+    }
+}
+
+/* Backward sums, NHWC on a CPU. Range as clbn_rows_stats_nhwc; la and lb each hold 4C floats:
+ * run sums, Kahan totals and compensations, and (la) the mean, (lb) invstd. Writes partial
+ * sums per block (or, with final_step, the channels' sums); never writes dx (apply must be 0). */
+__kernel void clbn_rows_bwd_reduce_nhwc(__global const float *x, ulong x_off,
+                                        __global const float *y, ulong y_off,
+                                        __global const float *dy, ulong dy_off, ulong R, ulong C,
+                                        ulong chunk, int blocked, __local float *la,
+                                        __local float *lb, int final_step, __global float *part,
+                                        __global float *sums, CLBN_GRAD_ARGS, int apply,
+                                        __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
+    const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
+    __local float *ra = la, *ta = la + C, *ca = la + 2 * C, *mu = la + 3 * C;
+    __local float *rb = lb, *tb = lb + C, *cb = lb + 2 * C, *iv = lb + 3 * C;
+    for (ulong c = 0; c < C; c++) {
+        ra[c] = ta[c] = ca[c] = rb[c] = tb[c] = cb[c] = 0.0f;
+        mu[c] = mean[mean_off + c];
+        iv[c] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+    }
+    const int need_y = act != CLBN_ACT_NONE;
+    ulong r0, r1;
+    clbn_rows_of_item(R, chunk, &r0, &r1);
+    uint run = 0;
+    for (ulong r = r0; r < r1; r++) {
+        const ulong base = r * C;
+        for (ulong j = 0; j < cv; j++) {
+            const ulong o = j * CLBN_VEC;
+            vfloat dz = VLOAD(dy + dy_off + base + o);
+            if (need_y)
+                dz = clbn_activation_grad(dz, VLOAD(y + y_off + base + o), act);
+            const vfloat xh = (VLOAD(x + x_off + base + o) - VLOAD(mu + o)) * VLOAD(iv + o);
+            VSTORE(VLOAD(ra + o) + dz, ra + o);
+            VSTORE(VLOAD(rb + o) + dz * xh, rb + o);
+        }
+        if (++run == CLBN_RUN || r + 1 == r1) { /* the run into the Kahan totals */
+            for (ulong j = 0; j < cv; j++) {
+                const ulong o = j * CLBN_VEC;
+                vfloat t = VLOAD(ta + o), c = VLOAD(ca + o);
+                clbn_sums_kahan(&t, &c, VLOAD(ra + o));
+                VSTORE(t, ta + o);
+                VSTORE(c, ca + o);
+                t = VLOAD(tb + o);
+                c = VLOAD(cb + o);
+                clbn_sums_kahan(&t, &c, VLOAD(rb + o));
+                VSTORE(t, tb + o);
+                VSTORE(c, cb + o);
+                VSTORE((vfloat)(0.0f), ra + o);
+                VSTORE((vfloat)(0.0f), rb + o);
+            }
+            run = 0;
+        }
+    }
+    for (ulong c = 0; c < C; c++) {
+        const float sdz = ta[c] - ca[c], sdzx = tb[c] - cb[c];
+        if (final_step) {
+            sums[2 * c] = sdz;
+            sums[2 * c + 1] = sdzx;
+        } else {
+            part[2 * (c * split + g)] = sdz;
+            part[2 * (c * split + g) + 1] = sdzx;
+        }
+    }
+}
+
+/* dx for NHWC on a CPU. Range as clbn_rows_apply_nhwc; coef holds 5C floats: each channel's
+ * mean, invstd, a, k1, k2. The first item writes dgamma and dbeta. */
+__kernel void clbn_rows_dx_nhwc(__global const float *x, ulong x_off, __global const float *y,
+                                ulong y_off, __global const float *dy, ulong dy_off,
+                                __global float *dx, ulong dx_off, ulong R, ulong C, int blocked,
+                                __global const float *sums, CLBN_GRAD_ARGS, CLBN_DX_ARGS,
+                                __local float *coef) {
+    const ulong cv = C / CLBN_VEC, items = get_global_size(1);
+    __local float *mu = coef, *iv = coef + C, *a = coef + 2 * C, *k1 = coef + 3 * C,
+                  *k2 = coef + 4 * C;
+    for (ulong c = 0; c < C; c++) {
+        mu[c] = mean[mean_off + c];
+        iv[c] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+        a[c] = (use_scale ? gamma[c] : 1.0f) * iv[c];
+        k1[c] = sums[2 * c] * inv_m;
+        k2[c] = sums[2 * c + 1] * inv_m;
+        if (get_global_id(1) == 0)
+            clbn_write_grads(c, sums[2 * c], sums[2 * c + 1], accumulate, dgamma, dbeta);
+    }
+    const int need_y = act != CLBN_ACT_NONE;
+    ulong r0, r1;
+    clbn_rows_of_item(R, (R + items - 1) / items, &r0, &r1);
+    for (ulong r = r0; r < r1; r++) {
+        const ulong base = r * C;
+        for (ulong j = 0; j < cv; j++) {
+            const ulong o = j * CLBN_VEC;
+            vfloat yv = need_y ? VLOAD(y + y_off + base + o) : (vfloat)(0.0f);
+            VSTORE_NT(clbn_dx(VLOAD(x + x_off + base + o), VLOAD(dy + dy_off + base + o), yv,
+                              VLOAD(mu + o), VLOAD(iv + o), VLOAD(a + o), VLOAD(k1 + o),
+                              VLOAD(k2 + o), frozen, act),
+                      dx + dx_off + base + o);
+        }
+    }
+}

@@ -243,9 +243,10 @@ typedef struct stats_src {
 static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x, uint64_t xo,
                                 cl_mem y, uint64_t yo, const stats_src *s) {
     clbn_status st;
-    args a =
-        start(bn, p,
-              clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC, CLBN_K_ROWS_APPLY_NCHW), &st);
+    args a = start(bn, p,
+                   clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC, CLBN_K_ROWS_APPLY_NCHW,
+                                  CLBN_K_ROWS_APPLY_NHWC),
+                   &st);
     if (st != CLBN_SUCCESS)
         return st;
     a_mem(&a, x);
@@ -266,6 +267,8 @@ static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
     a_int(&a, flag(bn, CLBN_USE_SCALE));
     a_int(&a, flag(bn, CLBN_USE_SHIFT));
     a_int(&a, (int)bn->opt.activation);
+    if (p->e_coef) /* rows NHWC: the per-channel coefficients */
+        a_local(&a, p->e_coef);
     return run(ch, &a, p->e_global, p->e_local, "the normalization kernel");
 }
 
@@ -294,9 +297,10 @@ static clbn_status launch_forward_batch(clbn_bn *bn, const plan *p, chain *ch, c
     clbn_status st = ensure_scratch(bn, p);
     if (st != CLBN_SUCCESS)
         return st;
-    args a =
-        start(bn, p,
-              clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC, CLBN_K_ROWS_STATS_NCHW), &st);
+    args a = start(bn, p,
+                   clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC, CLBN_K_ROWS_STATS_NCHW,
+                                  CLBN_K_ROWS_STATS_NHWC),
+                   &st);
     if (st != CLBN_SUCCESS)
         return st;
     const int final_step = p->split == 1;
@@ -376,7 +380,7 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
         return st;
     args a = start(bn, p,
                    clbn_plan_pick(p, CLBN_K_BWD_REDUCE_NCHW, CLBN_K_BWD_REDUCE_NHWC,
-                                  CLBN_K_ROWS_BWD_REDUCE_NCHW),
+                                  CLBN_K_ROWS_BWD_REDUCE_NCHW, CLBN_K_ROWS_BWD_REDUCE_NHWC),
                    &st);
     if (st != CLBN_SUCCESS)
         return st;
@@ -414,7 +418,10 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
         if (st != CLBN_SUCCESS)
             return st;
     }
-    a = start(bn, p, clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC, CLBN_K_ROWS_DX_NCHW), &st);
+    a = start(
+        bn, p,
+        clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC, CLBN_K_ROWS_DX_NCHW, CLBN_K_ROWS_DX_NHWC),
+        &st);
     if (st != CLBN_SUCCESS)
         return st;
     a_mem(&a, x);
@@ -429,6 +436,8 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_mem(&a, bn->scratch_b);
     grad_args(bn, &a, s);
     dx_args(bn, p, &a, frozen);
+    if (p->e_coef)
+        a_local(&a, p->e_coef);
     return run(ch, &a, p->e_global, p->e_local, "the dx kernel");
 }
 

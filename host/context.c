@@ -15,11 +15,24 @@ struct clbn_embedded_source {
 extern const struct clbn_embedded_source clbn_embedded_sources[];
 extern const size_t clbn_embedded_source_count;
 
-const char *const clbn_kernel_names[CLBN_K_COUNT] = {
-    "clbn_stats_nchw", "clbn_stats_nhwc",      "clbn_stats_merge",     "clbn_apply_nchw",
-    "clbn_apply_nhwc", "clbn_bwd_reduce_nchw", "clbn_bwd_reduce_nhwc", "clbn_bwd_merge",
-    "clbn_dx_nchw",    "clbn_dx_nhwc",         "clbn_rows_stats_nchw", "clbn_rows_apply_nchw",
-    "clbn_rows_bwd_reduce_nchw", "clbn_rows_dx_nchw"};
+const char *const clbn_kernel_names[CLBN_K_COUNT] = {"clbn_stats_nchw",
+                                                     "clbn_stats_nhwc",
+                                                     "clbn_stats_merge",
+                                                     "clbn_apply_nchw",
+                                                     "clbn_apply_nhwc",
+                                                     "clbn_bwd_reduce_nchw",
+                                                     "clbn_bwd_reduce_nhwc",
+                                                     "clbn_bwd_merge",
+                                                     "clbn_dx_nchw",
+                                                     "clbn_dx_nhwc",
+                                                     "clbn_rows_stats_nchw",
+                                                     "clbn_rows_apply_nchw",
+                                                     "clbn_rows_bwd_reduce_nchw",
+                                                     "clbn_rows_dx_nchw",
+                                                     "clbn_rows_stats_nhwc",
+                                                     "clbn_rows_apply_nhwc",
+                                                     "clbn_rows_bwd_reduce_nhwc",
+                                                     "clbn_rows_dx_nhwc"};
 
 void clbn_context_options_init(clbn_context_options *options) {
     if (options)
@@ -96,6 +109,10 @@ static clbn_status finish_create(clbn_context *ctx, const clbn_context_options *
     apply_limits(ctx, o ? &o->limits : NULL);
     ctx->cache_dir =
         (o && o->disable_cache) ? NULL : clbn_default_cache_dir(o ? o->cache_dir : NULL);
+    clbn_tuning_defaults(&ctx->tuning);
+    ctx->tuning_source = CLBN_TUNING_DEFAULT;
+    if (!(o && o->ignore_tuning))
+        clbn_tuning_load(ctx);
     if (pthread_mutex_init(&ctx->lock, NULL) != 0)
         return clbn_fail(CLBN_ERROR_INTERNAL, "pthread_mutex_init failed");
     return CLBN_SUCCESS;

@@ -94,10 +94,14 @@ typedef enum clbn_kernel_id {
     CLBN_K_BWD_MERGE,
     CLBN_K_DX_NCHW,
     CLBN_K_DX_NHWC,
-    CLBN_K_ROWS_STATS_NCHW, /* the NCHW kernels of CPU plans (rows.cl) */
+    CLBN_K_ROWS_STATS_NCHW, /* the kernels of CPU plans (rows.cl) */
     CLBN_K_ROWS_APPLY_NCHW,
     CLBN_K_ROWS_BWD_REDUCE_NCHW,
     CLBN_K_ROWS_DX_NCHW,
+    CLBN_K_ROWS_STATS_NHWC,
+    CLBN_K_ROWS_APPLY_NHWC,
+    CLBN_K_ROWS_BWD_REDUCE_NHWC,
+    CLBN_K_ROWS_DX_NHWC,
     CLBN_K_COUNT
 } clbn_kernel_id;
 extern const char *const clbn_kernel_names[CLBN_K_COUNT];
@@ -130,7 +134,14 @@ struct clbn_context_s {
     pthread_mutex_t lock;
     cl_program programs[CLBN_VARIANTS];
     clbn_kernel_info kinfo[CLBN_VARIANTS][CLBN_K_COUNT];
+    clbn_tuning tuning; /* every field filled in */
+    int tuning_source;  /* CLBN_TUNING_* */
 };
+
+/* ---- tuned parameters (tuning.c) ---- */
+void clbn_tuning_defaults(clbn_tuning *t);
+/* Loads the context's stored set when there is a valid one (else leaves the defaults). */
+void clbn_tuning_load(clbn_context *ctx);
 
 /* Returns the built program of a variant (built on first use, through the disk cache, with its
  * kernels' limits asked). Thread-safe. */

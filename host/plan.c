@@ -63,8 +63,10 @@ typedef struct planner {
     const clbn_limits *lim;
     int gpu, backward;
     uint32_t W;
-    uint64_t cu, target; /* compute units; work-groups that keep the device busy */
-    uint64_t gmax1;      /* most groups in grid dimension 1 */
+    uint64_t cu, target;         /* compute units; work-groups that keep the device busy */
+    uint64_t gwg;                /* GPU reduction work-group target (tuned) */
+    uint64_t cpu_reduce, cpu_ew; /* CPU items of a reduction, of an elementwise pass (tuned) */
+    uint64_t gmax1;              /* most groups in grid dimension 1 */
 } planner;
 
 static clbn_status no_local_room(const planner *pl, uint64_t own, uint64_t lanes) {
@@ -92,9 +94,24 @@ static void plan_split(const planner *pl, plan *p, uint64_t blocks, uint64_t tot
  * cpi channel vectors (NHWC), each over all its values; when there are fewer of them than
  * twice the compute units, each is split over groups of rows (images in NCHW) and merged. */
 static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes) {
+    if (p->rows && p->nhwc) {
+        /* rows NHWC: items over blocks of whole rows, partials merged (never single-read) */
+        const uint64_t want = pl->cpu_reduce;
+        const uint64_t split = min_u64(min_u64(want, max_u64(1, p->R / 8)), pl->gmax1);
+        p->chunk = ceil_div(p->R, split);
+        p->split = ceil_div(p->R, p->chunk);
+        p->r_local[0] = p->r_local[1] = 1;
+        p->r_global[0] = 1;
+        p->r_global[1] = p->split;
+        p->r_lanes = pl->backward ? 4 * p->C : p->C;
+        p->r_extra = pl->backward ? 0 : 3 * p->C;
+        p->pub.groups[0] = 1;
+        *slice_bytes = 0;
+        return;
+    }
     const uint64_t lanes = p->nhwc ? p->cpi * pl->W : 1;
     const uint64_t tiles = p->nhwc ? ceil_div(p->C / pl->W, p->cpi) : p->C;
-    const uint64_t rows = p->nhwc ? p->R : p->N, want = 2 * pl->cu;
+    const uint64_t rows = p->nhwc ? p->R : p->N, want = pl->cpu_reduce;
     uint64_t split = 1;
     if (tiles < want)
         split = min_u64(min_u64(ceil_div(want, tiles), max_u64(1, rows / 8)), pl->gmax1);
@@ -117,7 +134,7 @@ static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes
 static clbn_status plan_reduction_nchw(const planner *pl, plan *p, uint64_t kwg, uint64_t budget,
                                        uint64_t own, uint64_t *slice_bytes) {
     const uint64_t extra = pl->backward ? 0 : 1;
-    uint64_t wg = min_u64(pl->gpu ? 256 : 8, kwg);
+    uint64_t wg = min_u64(pl->gpu ? pl->gwg : 8, kwg);
     while (wg > 1 && reduce_local_bytes(pl->backward, wg, extra) > budget)
         wg >>= 1;
     if (reduce_local_bytes(pl->backward, wg, extra) > budget)
@@ -141,7 +158,7 @@ static clbn_status plan_reduction_nhwc(const planner *pl, plan *p, uint64_t kwg,
     const uint64_t cv = p->C / pl->W, lanes = p->cpi * pl->W, x_items = ceil_div(cv, p->cpi);
     const int bwd = pl->backward;
     uint64_t cw = min_u64(min_u64(x_items, pl->gpu ? 64 : 16), kwg);
-    uint64_t rw = max_u64(1, min_u64(pl->gpu ? 256 : 8, kwg) / cw);
+    uint64_t rw = max_u64(1, min_u64(pl->gpu ? pl->gwg : 8, kwg) / cw);
     while (rw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
         rw >>= 1;
     while (cw > 1 && reduce_local_bytes(bwd, cw * rw * lanes, cw * lanes) > budget)
@@ -165,13 +182,13 @@ static clbn_status plan_reduction_nhwc(const planner *pl, plan *p, uint64_t kwg,
  * same kernel normalizes it (single read) or a merge kernel follows (split). */
 static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p) {
     clbn_kernel_info ki_r, ki_m;
-    clbn_status st =
-        plan_kernel(bn, p,
-                    pl->backward ? clbn_plan_pick(p, CLBN_K_BWD_REDUCE_NCHW, CLBN_K_BWD_REDUCE_NHWC,
-                                                  CLBN_K_ROWS_BWD_REDUCE_NCHW)
-                                 : clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC,
-                                                  CLBN_K_ROWS_STATS_NCHW),
-                    &ki_r);
+    clbn_status st = plan_kernel(
+        bn, p,
+        pl->backward ? clbn_plan_pick(p, CLBN_K_BWD_REDUCE_NCHW, CLBN_K_BWD_REDUCE_NHWC,
+                                      CLBN_K_ROWS_BWD_REDUCE_NCHW, CLBN_K_ROWS_BWD_REDUCE_NHWC)
+                     : clbn_plan_pick(p, CLBN_K_STATS_NCHW, CLBN_K_STATS_NHWC,
+                                      CLBN_K_ROWS_STATS_NCHW, CLBN_K_ROWS_STATS_NHWC),
+        &ki_r);
     if (st == CLBN_SUCCESS)
         st = plan_kernel(bn, p, pl->backward ? CLBN_K_BWD_MERGE : CLBN_K_STATS_MERGE, &ki_m);
     if (st != CLBN_SUCCESS)
@@ -191,11 +208,11 @@ static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p)
     p->pub.groups[1] = p->split;
     p->pub.local_bytes = reduce_local_bytes(pl->backward, p->r_lanes, p->r_extra) + own;
     p->pub.private_bytes = max_u64(ki_r.private_bytes, ki_m.private_bytes);
-    if (p->split == 1) {
+    if (p->split == 1 && !(p->rows && p->nhwc)) {
         uint64_t arrays = pl->backward ? (bn->opt.activation ? 3 : 2) : 1;
         uint64_t resident = slice_bytes * arrays * min_u64(p->pub.groups[0], pl->cu);
         p->fused = resident <= pl->lim->cache_size / 2;
-    } else {
+    } else if (p->split > 1) {
         p->m_local = (size_t)min_u64(64, kernel_wg(pl->lim, &ki_m));
         p->m_global = (size_t)(ceil_div(p->C, p->m_local) * p->m_local);
     }
@@ -206,21 +223,26 @@ static clbn_status plan_reduction(const clbn_bn *bn, const planner *pl, plan *p)
  * ceiling, the kernels loop over what is left. */
 static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *p,
                                     uint64_t groups[2], clbn_kernel_info *ki_e) {
-    clbn_status st = plan_kernel(
-        bn, p,
-        pl->backward
-            ? clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC, CLBN_K_ROWS_DX_NCHW)
-            : clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC, CLBN_K_ROWS_APPLY_NCHW),
-        ki_e);
+    clbn_status st =
+        plan_kernel(bn, p,
+                    pl->backward ? clbn_plan_pick(p, CLBN_K_DX_NCHW, CLBN_K_DX_NHWC,
+                                                  CLBN_K_ROWS_DX_NCHW, CLBN_K_ROWS_DX_NHWC)
+                                 : clbn_plan_pick(p, CLBN_K_APPLY_NCHW, CLBN_K_APPLY_NHWC,
+                                                  CLBN_K_ROWS_APPLY_NCHW, CLBN_K_ROWS_APPLY_NHWC),
+                    ki_e);
     if (st != CLBN_SUCCESS)
         return st;
     const uint64_t kwg = kernel_wg(pl->lim, ki_e);
     if (!pl->gpu) {
         /* CPU: one item per group, each streaming a contiguous block of rows (NCHW), or of
-         * rows of its tile of channels (NHWC); twice as many items as compute units. */
-        const uint64_t want = 2 * pl->cu;
+         * rows of its tile of channels (NHWC); tuning.cpu_elementwise_items_per_cu per unit. */
+        const uint64_t want = pl->cpu_ew;
         p->e_local[0] = p->e_local[1] = 1;
-        if (p->rows) {
+        if (p->rows && p->nhwc) {
+            groups[0] = 1;
+            groups[1] = min_u64(min_u64(want, p->R), pl->gmax1);
+            p->e_coef = clbn_local_array((pl->backward ? 5 : 4) * p->C * 4);
+        } else if (p->rows) {
             groups[0] = min_u64(p->N * p->C, want);
             groups[1] = 1;
         } else {
@@ -267,13 +289,12 @@ static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *
  * grid dimension holds. */
 clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, plan *p) {
     const clbn_limits *lim = &bn->ctx->limits;
-    planner pl = {lim,
-                  lim->device_type == CLBN_DEVICE_KIND_GPU,
-                  op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN,
-                  1,
-                  1,
-                  1,
-                  65535};
+    planner pl = {.lim = lim,
+                  .gpu = lim->device_type == CLBN_DEVICE_KIND_GPU,
+                  .backward = op == CLBN_OP_BACKWARD || op == CLBN_OP_BACKWARD_FROZEN,
+                  .W = 1,
+                  .cu = 1,
+                  .gmax1 = 65535};
     memset(p, 0, sizeof *p);
     p->N = s->n;
     p->C = s->c;
@@ -282,14 +303,20 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     p->m = p->R;
     p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
     p->blocked = !pl.gpu;
-    /* NCHW on a CPU: the rows kernels, which take any H*W at the full vector width. */
-    p->rows = !pl.gpu && !p->nhwc;
+    /* A CPU plan takes the rows kernels: NCHW at the full vector width whatever H*W is, NHWC
+     * in blocks of whole rows, when the per-channel arrays of the NHWC ones (40 bytes per
+     * channel) fit in local memory; otherwise the NHWC kernels with one item per group. */
+    p->rows = !pl.gpu && (!p->nhwc || 40 * p->C + 4096 <= lim->local_mem_size);
     const uint64_t inner = p->nhwc ? p->C : p->HW;
     pl.W = lim->vector_width ? lim->vector_width : 1;
-    while (pl.W > 1 && !p->rows && inner % pl.W)
+    while (pl.W > 1 && (p->nhwc || !p->rows) && inner % pl.W)
         pl.W >>= 1;
     pl.cu = lim->compute_units ? lim->compute_units : 1;
-    pl.target = 4 * pl.cu;
+    const clbn_tuning *tu = &bn->ctx->tuning;
+    pl.target = tu->gpu_groups_per_cu * pl.cu;
+    pl.gwg = tu->gpu_work_group;
+    pl.cpu_reduce = tu->cpu_reduce_items_per_cu * pl.cu;
+    pl.cpu_ew = tu->cpu_elementwise_items_per_cu * pl.cu;
     if (lim->max_groups_per_dim)
         pl.gmax1 = lim->max_groups_per_dim;
     p->reduce = op == CLBN_OP_FORWARD_TRAIN || pl.backward ||
@@ -299,7 +326,7 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
      * there are two per compute unit when it can, so no split is needed. A GPU item takes one
      * vector, so its arrays stay in registers. */
     p->cpi = 1;
-    if (p->nhwc && !pl.gpu) {
+    if (p->nhwc && !pl.gpu && !p->rows) {
         const uint64_t cv = p->C / pl.W;
         p->cpi = floor_pow2_u32(cv, 8);
     }
@@ -316,7 +343,8 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     if (!p->fused) { /* the elementwise kernel (and the merge) run too */
         pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
         pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
-        pub->local_bytes = max_u64(pub->local_bytes, clbn_local_array(ki_e.local_bytes));
+        pub->local_bytes =
+            max_u64(pub->local_bytes, clbn_local_array(ki_e.local_bytes) + p->e_coef);
         pub->private_bytes = max_u64(pub->private_bytes, ki_e.private_bytes);
         if (p->reduce && p->split > 1)
             pub->groups[0] = max_u64(pub->groups[0], p->m_global / p->m_local);
@@ -341,7 +369,8 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     }
 
     pub->vector_width = pl.W;
-    pub->channels_per_item = p->cpi;
+    /* a rows NHWC item takes whole rows: every channel vector */
+    pub->channels_per_item = p->rows && p->nhwc ? (uint32_t)(p->C / pl.W) : p->cpi;
     pub->split = p->reduce ? p->split : 1;
     pub->scratch_bytes = p->reduce ? p->scratch_n * 8 + (p->scratch_a + p->scratch_b) * 4 : 0;
     if (!p->reduce) {

@@ -7,11 +7,12 @@
 
 typedef struct plan {
     clbn_plan pub;
-    int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
-    int variant;  /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
-    int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
-    int rows;     /* NCHW on a CPU: the rows kernels (rows.cl) */
-    uint32_t cpi; /* NHWC: channel vectors per work-item */
+    int nhwc;        /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
+    int variant;     /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
+    int blocked;     /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
+    int rows;        /* a CPU plan with the rows kernels (rows.cl) */
+    uint64_t e_coef; /* bytes of the rows NHWC elementwise kernels' coefficient array */
+    uint32_t cpi;    /* NHWC: channel vectors per work-item */
     uint64_t N, C, HW, R, m;
     uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
     size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */
@@ -22,10 +23,12 @@ typedef struct plan {
     uint64_t scratch_n, scratch_a, scratch_b; /* elements */
 } plan;
 
-/* The kernel of a plan's family: NCHW (GPU), NHWC (both) or the NCHW rows kernels (CPU). */
+/* The kernel of a plan's family: NCHW or NHWC, the GPU family or the rows kernels (CPU). */
 static inline clbn_kernel_id clbn_plan_pick(const plan *p, clbn_kernel_id nchw, clbn_kernel_id nhwc,
-                                            clbn_kernel_id rows) {
-    return p->nhwc ? nhwc : p->rows ? rows : nchw;
+                                            clbn_kernel_id rows_nchw, clbn_kernel_id rows_nhwc) {
+    if (p->rows)
+        return p->nhwc ? rows_nhwc : rows_nchw;
+    return p->nhwc ? nhwc : nchw;
 }
 
 /* Plans op on shape s for bn's context; the shape has passed its checks. */

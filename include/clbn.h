@@ -166,6 +166,7 @@ typedef struct clbn_context_options {
     clbn_limits limits;    /* zeros: the device's own */
     const char *cache_dir; /* NULL: $CLBN_CACHE_DIR, else $XDG_CACHE_HOME/clbn, ~/.cache/clbn */
     int disable_cache;     /* nonzero: never read or write the on-disk program cache */
+    int ignore_tuning;     /* nonzero: the default parameters, not a tuned set from the cache */
 } clbn_context_options;
 
 CLBN_API void clbn_context_options_init(clbn_context_options *options);
@@ -195,6 +196,36 @@ CLBN_API clbn_status clbn_context_get_limits(const clbn_context *context, clbn_l
 /* Borrowed handles: valid while the context lives; do not release them. */
 CLBN_API clbn_status clbn_context_get_cl(const clbn_context *context, cl_context *cl_ctx,
                                          cl_command_queue *queue);
+/* Tuned parameters: the targets the planner aims for, within the limits in force (a plan
+ * never exceeds the device's, a profile's or a kernel's limits, whatever the set asks). Zero
+ * fields mean the default. `clbn tune` measures candidates on the device and stores the
+ * winners in the cache folder, keyed by platform, device, driver version and the limits in
+ * force; a context created later with the same key loads them (unless ignore_tuning or
+ * disable_cache is set, or the file is damaged, which is then ignored). */
+typedef struct clbn_tuning {
+    uint32_t cpu_reduce_items_per_cu;      /* CPU reductions: work-items per compute unit (2) */
+    uint32_t cpu_elementwise_items_per_cu; /* CPU elementwise passes: items per unit (2) */
+    uint32_t gpu_work_group;               /* GPU reductions: work-group size target (256) */
+    uint32_t gpu_groups_per_cu;            /* GPU: work-groups per compute unit to aim for (4) */
+} clbn_tuning;
+
+#define CLBN_TUNING_DEFAULT 0 /* the defaults */
+#define CLBN_TUNING_FILE 1    /* loaded from the cache folder */
+#define CLBN_TUNING_SET 2     /* set by clbn_context_set_tuning */
+
+/* The parameters in force, every field filled in; *source (may be NULL) tells where they
+ * came from (CLBN_TUNING_*). */
+CLBN_API clbn_status clbn_context_get_tuning(const clbn_context *context, clbn_tuning *tuning,
+                                             int *source);
+/* Sets the parameters for the plans made from now on (NULL: the defaults); fields out of range
+ * (items 1-64, work-group 1-4096, groups per unit 1-64) are refused with
+ * CLBN_ERROR_INVALID_OPTION and nothing changes. Not while other threads use the context. */
+CLBN_API clbn_status clbn_context_set_tuning(clbn_context *context, const clbn_tuning *tuning);
+/* Writes the parameters in force to the cache folder (atomically) for later contexts with the
+ * same device, driver and limits; the file's path goes to path (if not NULL, cap bytes).
+ * CLBN_ERROR_IO when the context has no cache folder or the write fails. */
+CLBN_API clbn_status clbn_context_save_tuning(const clbn_context *context, char *path, size_t cap);
+
 /* Builds every kernel variant now (otherwise programs are built on first use). Returns
  * CLBN_ERROR_BUILD_FAILED with the build log in clbn_last_error_message() on failure. */
 CLBN_API clbn_status clbn_context_build_all(clbn_context *context);

@@ -106,7 +106,8 @@ static void fault_disarm(void) {
  * ------------------------------------------------------------------------------------------ */
 /* Two contexts on the default device with its plan pinned, so the table's strategies hold on
  * any device: planned as a CPU with 2 compute units and 16-float vectors, without a cache (no
- * single-read path; PoCL reports none, a GPU does) and with 8 MiB of it. */
+ * single-read path; PoCL reports none, a GPU does) and with 8 MiB of it and 6 KiB of local
+ * memory. */
 enum { CTX_DEFAULT, CTX_CACHED, CTX_COUNT, CTX_COLD = CTX_COUNT };
 static clbn_context *g_ctx[CTX_COUNT];
 /* CTX_COLD: for each run a new context wrapping the default one's cl_context and queue, without
@@ -135,6 +136,11 @@ static int sweep_setup(void **state) {
         l.compute_units = 2;
         l.vector_width = 16;
         l.cache_size = i == CTX_CACHED ? 8u << 20 : 1;
+        /* The cached context's 6 KiB of local memory cannot hold the NHWC rows kernels' arrays
+         * for 64 channels (40 bytes each), so its NHWC plans take the per-tile kernels, the
+         * ones with a single-read path. */
+        if (i == CTX_CACHED)
+            l.local_mem_size = 6144;
         clbn_context_options o;
         clbn_context_options_init(&o);
         o.limits = l;

@@ -1,7 +1,9 @@
 /* cmd_validate.c — `clbn validate`: runs a suite of checks (bench/check.h) on one or more devices
  * and device profiles, holds each result to the double-precision reference and every pair of
  * results to each other, runs simulators (Oclgrind) one check per child process and reads their
- * reports, and records or compares the results as JSON.
+ * reports, and records or compares the results as JSON. Where a target's context loaded a tuned
+ * parameter set (`clbn tune`), the defaults run beside it as a target of their own, so both sets
+ * are held to the reference and to each other.
  *
  * JSON written by --json FILE (and read back by --compare), one object:
  *   {
@@ -12,7 +14,14 @@
  *       {
  *         "platform": str, "device": str, "driver": str, "opencl_c": str,
  *         "simulator": bool,
- *         "profile": "native" | a bench/profiles.h name,
+ *         "profile": "native" | a bench/profiles.h name, either with "+default-tuning" when
+ *                                             the entry is the defaults' run beside a target
+ *                                             that loaded a tuned set,
+ *         "tuning": {                         the parameter set that ran (clbn_tuning);
+ *           "source": "default" | "file" | "set",   absent in records of older versions
+ *           "cpu_reduce_items_per_cu": int, "cpu_elementwise_items_per_cu": int,
+ *           "gpu_work_group": int, "gpu_groups_per_cu": int
+ *         },
  *         "seconds": number,                  time spent in this entry's checks
  *         "skipped": integer,                 checks left out (a simulator runs only <= 1e5
  *                                             elements)
@@ -345,9 +354,18 @@ typedef struct vdevice {
     char sel[32]; /* "P:D" */
 } vdevice;
 
+/* The parameter set a context ran with. */
+typedef struct vtuning {
+    int known;  /* 0: no context was made */
+    int source; /* CLBN_TUNING_* */
+    clbn_tuning t;
+} vtuning;
+
 typedef struct target {
     size_t dev;
     int profile;
+    int default_tuning; /* the defaults (ignore_tuning) beside a target that loaded a stored set */
+    vtuning tuning;
     clbn_context *ctx; /* non-simulators */
     char *ctx_error;   /* why ctx is NULL */
     clbn_plan plan;    /* of NHWC 32x64x56x56's training forward */
@@ -367,7 +385,8 @@ typedef struct report_kind {
 /* One result of an earlier run (--compare). */
 typedef struct old_result {
     char *device, *driver, *profile, *check, *plan_sig;
-    size_t ordinal; /* among the record's entries of the same device name and profile */
+    char *tuning_sig; /* NULL: the record has no "tuning" (written before it existed) */
+    size_t ordinal;   /* among the record's entries of the same device name and profile */
     uint64_t hash;
     double worst, max_err; /* NAN when recorded as null */
 } old_result;
@@ -406,10 +425,41 @@ typedef struct vstate {
     char old_kernel_hash[17];
 } vstate;
 
+/* The profile as records name it: "+default-tuning" marks the defaults' run beside a target
+ * that loaded a tuned set, so --compare matches each with its own kind. */
+static const char *target_profile(const target *t, char *buf, size_t size) {
+    snprintf(buf, size, "%s%s", profile_name(t->profile),
+             t->default_tuning ? "+default-tuning" : "");
+    return buf;
+}
+
 static const char *target_label(const vstate *v, const target *t, char *buf, size_t size) {
     const vdevice *d = &v->dev[t->dev];
-    snprintf(buf, size, "%s %s / %s", d->sel, d->info.device_name, profile_name(t->profile));
+    char prof[64];
+    snprintf(buf, size, "%s %s / %s", d->sel, d->info.device_name,
+             target_profile(t, prof, sizeof prof));
     return buf;
+}
+
+static const char *tuning_source_name(int source) {
+    return source == CLBN_TUNING_FILE ? "file" : source == CLBN_TUNING_SET ? "set" : "default";
+}
+
+static void get_tuning(const clbn_context *ctx, vtuning *tu) {
+    memset(tu, 0, sizeof *tu);
+    tu->known = ctx && clbn_context_get_tuning(ctx, &tu->t, &tu->source) == CLBN_SUCCESS;
+}
+
+/* "file: cpu_reduce_items_per_cu 4, ..." */
+static void format_tuning(const vtuning *tu, char *buf, size_t size) {
+    if (!tu->known)
+        snprintf(buf, size, "unknown (no context)");
+    else
+        snprintf(buf, size,
+                 "%s: cpu_reduce_items_per_cu %u, cpu_elementwise_items_per_cu %u, "
+                 "gpu_work_group %u, gpu_groups_per_cu %u",
+                 tuning_source_name(tu->source), tu->t.cpu_reduce_items_per_cu,
+                 tu->t.cpu_elementwise_items_per_cu, tu->t.gpu_work_group, tu->t.gpu_groups_per_cu);
 }
 
 static const char *status_text(clbn_status st) {
@@ -455,6 +505,14 @@ static char *plan_signature(const char *strategy, unsigned long long wg, unsigne
     return ds_take(&d);
 }
 
+/* What --compare matches parameter sets by: the values, whatever their source. */
+static char *tuning_signature(unsigned long long reduce, unsigned long long elementwise,
+                              unsigned long long work_group, unsigned long long groups) {
+    dstr d = {0};
+    ds_printf(&d, "cpu %llu/%llu gpu %llu/%llu", reduce, elementwise, work_group, groups);
+    return ds_take(&d);
+}
+
 static char *plan_signature_of(const clbn_plan *p) {
     return plan_signature(clbn_strategy_name(p->strategy), p->work_group_size,
                           (unsigned long long)p->split, p->vector_width, p->kernels,
@@ -474,7 +532,7 @@ static int put_u64(FILE *f, uint64_t v) {
     return put(f, &v, sizeof v);
 }
 
-static int write_outcome_file(const char *path, const ref_outcome *o) {
+static int write_outcome_file(const char *path, const ref_outcome *o, const vtuning *tu) {
     FILE *f = fopen(path, "wb");
     if (!f)
         return 0;
@@ -489,7 +547,10 @@ static int write_outcome_file(const char *path, const ref_outcome *o) {
              put_u64(f, p->scratch_bytes) && put_u64(f, p->channels_per_item) &&
              put_u64(f, p->local_bytes) && put_u64(f, p->private_bytes) &&
              put_u64(f, p->groups[0]) && put_u64(f, p->groups[1]) && put(f, &worst, sizeof worst) &&
-             put(f, &max_err, sizeof max_err);
+             put(f, &max_err, sizeof max_err) && put_u64(f, (uint64_t)tu->known) &&
+             put_u64(f, (uint64_t)tu->source) && put_u64(f, tu->t.cpu_reduce_items_per_cu) &&
+             put_u64(f, tu->t.cpu_elementwise_items_per_cu) && put_u64(f, tu->t.gpu_work_group) &&
+             put_u64(f, tu->t.gpu_groups_per_cu);
     uint64_t n = (o->out && o->allow) ? o->out_n : 0;
     ok = ok && put_u64(f, n);
     if (n)
@@ -552,8 +613,10 @@ static int read_whole_file(const char *path, char **data, size_t *len) {
 }
 
 /* 1 when the file was read whole; o owns out and allow then. */
-static int read_outcome_file(const char *path, ref_outcome *o, char *why, size_t whysz) {
+static int read_outcome_file(const char *path, ref_outcome *o, vtuning *tu, char *why,
+                             size_t whysz) {
     memset(o, 0, sizeof *o);
+    memset(tu, 0, sizeof *tu);
     char *data = NULL;
     size_t len = 0;
     if (!read_whole_file(path, &data, &len)) {
@@ -589,6 +652,12 @@ static int read_outcome_file(const char *path, ref_outcome *o, char *why, size_t
     p->groups[1] = get_u64(&r);
     get(&r, &o->worst, sizeof o->worst);
     get(&r, &o->max_err, sizeof o->max_err);
+    tu->known = (int)get_u64(&r);
+    tu->source = (int)get_u64(&r);
+    tu->t.cpu_reduce_items_per_cu = (uint32_t)get_u64(&r);
+    tu->t.cpu_elementwise_items_per_cu = (uint32_t)get_u64(&r);
+    tu->t.gpu_work_group = (uint32_t)get_u64(&r);
+    tu->t.gpu_groups_per_cu = (uint32_t)get_u64(&r);
     uint64_t n = get_u64(&r);
     if (!r.bad && n <= (len - r.at) / (sizeof(float) + sizeof(double))) {
         o->out_n = (size_t)n;
@@ -644,6 +713,8 @@ static int child_main(int argc, char **argv) {
     co.limits = profile_limits(profile);
     clbn_context *ctx = NULL;
     clbn_status st = clbn_context_create(&co, &ctx);
+    vtuning tu;
+    get_tuning(st == CLBN_SUCCESS ? ctx : NULL, &tu);
     if (st != CLBN_SUCCESS) {
         o.failed = 1;
         o.status = st;
@@ -659,7 +730,7 @@ static int child_main(int argc, char **argv) {
         ref_run_case(ctx, &s.v[idx].k, NULL, &o);
     }
     clbn_context_release(ctx);
-    int written = write_outcome_file(outfile, &o);
+    int written = write_outcome_file(outfile, &o, &tu);
     ref_outcome_free(&o);
     free(s.v);
     if (!written) {
@@ -749,6 +820,7 @@ typedef struct job {
     double t0;
     char which[24];
     char outfile[128], logfile[128], txtfile[128];
+    vtuning tuning; /* the child's context's, once it ended */
 } job;
 
 /* Starts the child; 0 with why set when it could not be started. */
@@ -980,7 +1052,7 @@ static void finish_job(vstate *v, job *j, int status, ref_outcome *o, dstr *msg)
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         snprintf(why, sizeof why, "the child process exited with status %d%s%s",
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1, sep, tail);
-    if (why[0] || !read_outcome_file(j->outfile, o, why, sizeof why)) {
+    if (why[0] || !read_outcome_file(j->outfile, o, &j->tuning, why, sizeof why)) {
         o->failed = 1;
         ds_printf(msg, "%s", why);
     }
@@ -1166,7 +1238,17 @@ static void json_write_body(const vstate *v, FILE *f) {
         fprintf(f, ", \"opencl_c\": ");
         json_string(f, in->opencl_c_version);
         fprintf(f, ",\n     \"simulator\": %s, \"profile\": ", in->is_simulator ? "true" : "false");
-        json_string(f, profile_name(t->profile));
+        char prof[64];
+        json_string(f, target_profile(t, prof, sizeof prof));
+        if (t->tuning.known) {
+            const clbn_tuning *tu = &t->tuning.t;
+            fprintf(f,
+                    ",\n     \"tuning\": {\"source\": \"%s\", \"cpu_reduce_items_per_cu\": %u, "
+                    "\"cpu_elementwise_items_per_cu\": %u, \"gpu_work_group\": %u, "
+                    "\"gpu_groups_per_cu\": %u}",
+                    tuning_source_name(t->tuning.source), tu->cpu_reduce_items_per_cu,
+                    tu->cpu_elementwise_items_per_cu, tu->gpu_work_group, tu->gpu_groups_per_cu);
+        }
         fprintf(f, ", \"seconds\": %.3f, \"skipped\": %zu,\n     \"results\": [", t->seconds,
                 t->skipped);
         int first = 1;
@@ -1594,6 +1676,7 @@ static void free_old(vstate *v) {
         free(o->profile);
         free(o->check);
         free(o->plan_sig);
+        free(o->tuning_sig);
     }
     free(v->old);
     v->old = NULL;
@@ -1635,6 +1718,7 @@ static int load_compare(vstate *v, const char *path, char *why, size_t whysz) {
 
     const jval *kh, *devs, *suite;
     unsigned long long count;
+    char *tuning_sig = NULL; /* of the device entry being read */
     ok = 0;
     if (root.type != J_OBJECT) {
         snprintf(why, whysz, "the top level is not an object");
@@ -1673,6 +1757,24 @@ static int load_compare(vstate *v, const char *path, char *why, size_t whysz) {
             !(prof = need(dev, "profile", J_STRING, where, why, whysz)) ||
             !(res = need(dev, "results", J_ARRAY, where, why, whysz)))
             goto done;
+        /* "tuning" is optional: records of older versions lack it */
+        free(tuning_sig);
+        tuning_sig = NULL;
+        const jval *tu = jget(dev, "tuning");
+        if (tu) {
+            char twhere[112];
+            snprintf(twhere, sizeof twhere, "devices[%zu].tuning: ", d);
+            const jval *src;
+            unsigned long long f[4];
+            if (!need(dev, "tuning", J_OBJECT, where, why, whysz) ||
+                !(src = need(tu, "source", J_STRING, twhere, why, whysz)) ||
+                !need_count(tu, "cpu_reduce_items_per_cu", twhere, why, whysz, &f[0]) ||
+                !need_count(tu, "cpu_elementwise_items_per_cu", twhere, why, whysz, &f[1]) ||
+                !need_count(tu, "gpu_work_group", twhere, why, whysz, &f[2]) ||
+                !need_count(tu, "gpu_groups_per_cu", twhere, why, whysz, &f[3]))
+                goto done;
+            tuning_sig = tuning_signature(f[0], f[1], f[2], f[3]);
+        }
         for (size_t r = 0; r < res->len; r++) {
             const jval *e = &res->items[r], *ck, *hs, *pl, *st, *gr;
             double worst, max_err;
@@ -1727,10 +1829,12 @@ static int load_compare(vstate *v, const char *path, char *why, size_t whysz) {
             o->plan_sig = plan_signature(st->string, wg, split, vw, kernels, cpi, local,
                                          (unsigned long long)gr->items[0].number,
                                          (unsigned long long)gr->items[1].number);
+            o->tuning_sig = tuning_sig ? xstrdup(tuning_sig) : NULL;
         }
     }
     ok = 1;
 done:
+    free(tuning_sig);
     jfree(&root);
     if (!ok)
         free_old(v);
@@ -1753,7 +1857,8 @@ static size_t run_compare(vstate *v) {
         for (size_t e = 0; e < ti; e++)
             ordinal[ti] += !strcmp(v->dev[v->tg[e].dev].info.device_name,
                                    v->dev[v->tg[ti].dev].info.device_name) &&
-                           v->tg[e].profile == v->tg[ti].profile;
+                           v->tg[e].profile == v->tg[ti].profile &&
+                           v->tg[e].default_tuning == v->tg[ti].default_tuning;
     for (size_t i = 0; i < v->nold; i++) {
         const old_result *o = &v->old[i];
         size_t ci = v->suite.n;
@@ -1766,9 +1871,10 @@ static size_t run_compare(vstate *v) {
         for (size_t ti = 0; ti < v->ntg; ti++) {
             const target *t = &v->tg[ti];
             const clbn_device_info *in = &v->dev[t->dev].info;
+            char prof[64];
             if (strcmp(in->device_name, o->device) ||
-                strcmp(profile_name(t->profile), o->profile) || ordinal[ti] != o->ordinal ||
-                !t->res[ci].ran)
+                strcmp(target_profile(t, prof, sizeof prof), o->profile) ||
+                ordinal[ti] != o->ordinal || !t->res[ci].ran)
                 continue;
             const vresult *r = &t->res[ci];
             compared++;
@@ -1781,9 +1887,20 @@ static size_t run_compare(vstate *v) {
             char *sig = plan_signature_of(&r->plan);
             const int same_plan = !strcmp(sig, o->plan_sig);
             free(sig);
+            /* the parameters can change a launch the plan's fields do not show; a record
+             * without them is held to the plan alone, as before they existed */
+            int same_tuning = 1;
+            if (o->tuning_sig && t->tuning.known) {
+                const clbn_tuning *tu = &t->tuning.t;
+                sig =
+                    tuning_signature(tu->cpu_reduce_items_per_cu, tu->cpu_elementwise_items_per_cu,
+                                     tu->gpu_work_group, tu->gpu_groups_per_cu);
+                same_tuning = !strcmp(sig, o->tuning_sig);
+                free(sig);
+            }
             char label[256];
             target_label(v, t, label, sizeof label);
-            if (same_kernels && same_driver && same_plan) {
+            if (same_kernels && same_driver && same_plan && same_tuning) {
                 nondet++;
                 v->failures++;
                 printf("  FAIL not deterministic: %s: %s: output hash %016llx -> %016llx with the "
@@ -1793,7 +1910,8 @@ static size_t run_compare(vstate *v) {
                 printf("  changed (%s): %s: %s: worst %.3g -> %.3g, max_err %.3g -> %.3g\n",
                        !same_kernels  ? "kernels changed"
                        : !same_driver ? "driver changed"
-                                      : "plan changed",
+                       : !same_plan   ? "plan changed"
+                                      : "tuning changed",
                        label, o->check, o->worst, r->worst, o->max_err, r->max_err);
             }
         }
@@ -1823,8 +1941,11 @@ static void validate_usage(FILE *out) {
             "  --profile      native (the device's own limits; the default), all, or one of:\n"
             "                 %s\n"
             "  --json FILE    records every result (written atomically)\n"
-            "  --compare OLD  compares with a record: same kernels, driver and plan must give\n"
-            "                 the same bits\n"
+            "  --compare OLD  compares with a record: same kernels, driver, plan and tuned\n"
+            "                 parameters must give the same bits\n"
+            "Each target records the parameter set it ran (default, or a file `clbn tune`\n"
+            "stored); where a stored set was loaded, the defaults run beside it as a target of\n"
+            "their own (profile NAME+default-tuning), held to the reference and to it.\n"
             "A simulator (Oclgrind) runs each check in its own process with its checks on, and\n"
             "only checks of at most 100,000 elements. CLBN_EXPECT_DEVICES=n fails the run when\n"
             "fewer than n devices were validated. Exit status: 0 pass, 1 fail, 2 bad arguments.\n",
@@ -1980,19 +2101,51 @@ static void remove_tree(const char *path) {
 /* ------------------------------------------------------------------------------------------
  * The run
  * ------------------------------------------------------------------------------------------ */
+static target *add_target(vstate *v, size_t dev, int profile, int default_tuning) {
+    v->tg = xrealloc(v->tg, (v->ntg + 1) * sizeof *v->tg);
+    target *t = &v->tg[v->ntg++];
+    memset(t, 0, sizeof *t);
+    t->dev = dev;
+    t->profile = profile;
+    t->default_tuning = default_tuning;
+    t->res = xcalloc(v->suite.n, sizeof *t->res);
+    return t;
+}
+
+/* A non-simulator target's context (with the defaults rather than a stored set when
+ * default_tuning), the parameters it holds and its reference plan. */
+static void open_target(vstate *v, target *t) {
+    char err[1024] = "";
+    clbn_context_options co;
+    clbn_context_options_init(&co);
+    co.device = v->dev[t->dev].sel;
+    co.limits = profile_limits(t->profile);
+    co.ignore_tuning = t->default_tuning;
+    clbn_status st = clbn_context_create(&co, &t->ctx);
+    if (st != CLBN_SUCCESS) {
+        snprintf(err, sizeof err, "clbn_context_create(%s, profile %s%s) failed: %s: %s",
+                 v->dev[t->dev].sel, profile_name(t->profile),
+                 t->default_tuning ? ", ignore_tuning" : "", status_text(st),
+                 clbn_last_error_message());
+        t->ctx_error = xstrdup(err);
+        t->plan_error = xstrdup(err);
+        t->ctx = NULL;
+        return;
+    }
+    get_tuning(t->ctx, &t->tuning);
+    if (query_reference_plan(t->ctx, &t->plan, err, sizeof err) != CLBN_SUCCESS)
+        t->plan_error = xstrdup(err);
+}
+
 static void setup_targets(vstate *v) {
     for (size_t d = 0; d < v->ndev; d++)
         for (size_t slot = 0; slot <= bench_profile_count; slot++) {
             if (!v->o.profiles[slot])
                 continue;
-            v->tg = xrealloc(v->tg, (v->ntg + 1) * sizeof *v->tg);
-            target *t = &v->tg[v->ntg++];
-            memset(t, 0, sizeof *t);
-            t->dev = d;
-            t->profile = slot == 0 ? NATIVE_PROFILE : (int)slot - 1;
-            t->res = xcalloc(v->suite.n, sizeof *t->res);
+            target *t = add_target(v, d, slot == 0 ? NATIVE_PROFILE : (int)slot - 1, 0);
             char err[1024] = "";
             if (v->dev[d].info.is_simulator) {
+                /* its children's contexts use the run's fresh cache: never a stored set */
                 ref_outcome o;
                 dstr msg = {0};
                 job j;
@@ -2004,6 +2157,7 @@ static void setup_targets(vstate *v) {
                         t->plan_error = xstrdup(msg.n ? msg.p : o.message);
                     else
                         t->plan = o.plan;
+                    t->tuning = j.tuning;
                     ref_outcome_free(&o);
                 } else {
                     t->plan_error = xstrdup(err);
@@ -2011,20 +2165,12 @@ static void setup_targets(vstate *v) {
                 free(msg.p);
                 continue;
             }
-            clbn_context_options co;
-            clbn_context_options_init(&co);
-            co.device = v->dev[d].sel;
-            co.limits = profile_limits(t->profile);
-            clbn_status st = clbn_context_create(&co, &t->ctx);
-            if (st != CLBN_SUCCESS) {
-                snprintf(err, sizeof err, "clbn_context_create(%s, profile %s) failed: %s: %s",
-                         v->dev[d].sel, profile_name(t->profile), status_text(st),
-                         clbn_last_error_message());
-                t->ctx_error = xstrdup(err);
-                t->plan_error = xstrdup(err);
-                t->ctx = NULL;
-            } else if (query_reference_plan(t->ctx, &t->plan, err, sizeof err) != CLBN_SUCCESS) {
-                t->plan_error = xstrdup(err);
+            open_target(v, t);
+            /* A stored set ran: the defaults run too, held to the same reference and, as a
+             * target of their own, to the tuned set's results. */
+            if (t->tuning.known && t->tuning.source == CLBN_TUNING_FILE) {
+                int profile = t->profile;
+                open_target(v, add_target(v, d, profile, 1));
             }
         }
 }
@@ -2170,6 +2316,9 @@ static void print_results(const vstate *v) {
         }
         if (t->plan_error)
             printf("    plan of NHWC 32x64x56x56 fwd_train: %s\n", t->plan_error);
+        char tuning[256];
+        format_tuning(&t->tuning, tuning, sizeof tuning);
+        printf("    tuning %s\n", tuning);
     }
     int any = 0;
     for (size_t ti = 0; ti < v->ntg; ti++) {

@@ -20,6 +20,9 @@ static const clbn_command commands[] = {
 #ifdef CLBN_HAVE_VALIDATE
     {"validate", clbn_cmd_validate, "check every op against the reference on devices and profiles"},
 #endif
+#ifdef CLBN_HAVE_TUNE
+    {"tune", clbn_cmd_tune, "measure candidate parameters on the device and store the fastest"},
+#endif
 };
 
 static void usage(FILE *out) {

@@ -16,5 +16,8 @@ int clbn_cmd_bench(int argc, char **argv);
 #ifdef CLBN_HAVE_VALIDATE
 int clbn_cmd_validate(int argc, char **argv);
 #endif
+#ifdef CLBN_HAVE_TUNE
+int clbn_cmd_tune(int argc, char **argv);
+#endif
 
 #endif
