@@ -94,41 +94,6 @@ static int bad(const char *what, const char *value) {
     return CLBN_EXIT_USAGE;
 }
 
-/* "N,C,H,W" or "N,C" of positive integers; 2-D shapes are NC. Nonzero when malformed. */
-static int parse_shape(const char *v, clbn_shape *s) {
-    unsigned long long d[4] = {1, 1, 1, 1};
-    int k = 0;
-    const char *p = v;
-    while (k < 4) {
-        if (*p < '0' || *p > '9')
-            return 1;
-        errno = 0;
-        char *end;
-        d[k++] = strtoull(p, &end, 10);
-        if (errno || d[k - 1] == 0 || d[k - 1] > (1ull << 40))
-            return 1;
-        p = end;
-        if (*p == '\0')
-            break;
-        if (*p++ != ',')
-            return 1;
-    }
-    if (*p != '\0' || (k != 2 && k != 4))
-        return 1;
-    *s = (clbn_shape){k == 2 ? CLBN_LAYOUT_NC : CLBN_LAYOUT_NCHW, d[0], d[1], d[2], d[3]};
-    return 0;
-}
-
-static int parse_int(const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi)
-        return 1;
-    *out = (int)x;
-    return 0;
-}
-
 /* 0: go on; 1: --help was printed; 2: bad options (message printed). */
 static int parse(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
@@ -166,7 +131,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         } else if (!strcmp(a, "--shape")) {
             if (o->nshapes == MAX_SHAPES)
                 return bad("too many shapes at", v);
-            if (parse_shape(v, &o->shapes[o->nshapes]))
+            if (clbn_tool_parse_shape(v, &o->shapes[o->nshapes]))
                 return bad("bad --shape (expected N,C,H,W or N,C of positive integers):", v);
             snprintf(o->names[o->nshapes], sizeof o->names[0], "%zu", o->nshapes + 1);
             o->nshapes++;
@@ -176,13 +141,13 @@ static int parse(int argc, char **argv, bench_opts *o) {
             if (!o->nchw && !o->nhwc)
                 return bad("bad --layout (expected nchw, nhwc or both):", v);
         } else if (!strcmp(a, "--runs")) {
-            if (parse_int(v, 1, MAX_RUNS, &o->runs))
+            if (clbn_tool_parse_int(v, 1, MAX_RUNS, &o->runs))
                 return bad("bad --runs (expected 1 to 100000):", v);
         } else if (!strcmp(a, "--warmup")) {
-            if (parse_int(v, 0, MAX_RUNS, &o->warmup))
+            if (clbn_tool_parse_int(v, 0, MAX_RUNS, &o->warmup))
                 return bad("bad --warmup (expected 0 to 100000):", v);
         } else if (!strcmp(a, "--rounds")) {
-            if (parse_int(v, 1, MAX_ROUNDS, &o->rounds))
+            if (clbn_tool_parse_int(v, 1, MAX_ROUNDS, &o->rounds))
                 return bad("bad --rounds (expected 1 to 100):", v);
         } else if (!strcmp(a, "--profile")) {
             o->profile = bench_profile_find(v);
@@ -977,8 +942,8 @@ static int onednn_child(int argc, char **argv) {
 #ifdef CLBN_HAVE_DNNL
     clbn_shape s;
     int runs, warmup;
-    if (argc != 6 || parse_shape(argv[2], &s) || parse_int(argv[4], 1, MAX_RUNS, &runs) ||
-        parse_int(argv[5], 0, MAX_RUNS, &warmup)) {
+    if (argc != 6 || clbn_tool_parse_shape(argv[2], &s) || clbn_tool_parse_int(argv[4], 1, MAX_RUNS, &runs) ||
+        clbn_tool_parse_int(argv[5], 0, MAX_RUNS, &warmup)) {
         fprintf(stderr, "clbn bench: bad %s arguments\n", BENCH_ONEDNN_CHILD_OPTION);
         return CLBN_EXIT_USAGE;
     }

@@ -2,7 +2,9 @@
 #include "tools.h"
 
 #include <clbn.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct clbn_command {
@@ -58,4 +60,39 @@ int main(int argc, char **argv) {
             return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "clbn: unknown command '%s' (clbn --help lists them)\n", name);
     return CLBN_EXIT_USAGE;
+}
+
+/* "N,C,H,W" or "N,C" of positive integers; 2-D shapes are NC. Nonzero when malformed. */
+int clbn_tool_parse_shape(const char *v, clbn_shape *s) {
+    unsigned long long d[4] = {1, 1, 1, 1};
+    int k = 0;
+    const char *p = v;
+    while (k < 4) {
+        if (*p < '0' || *p > '9')
+            return 1;
+        errno = 0;
+        char *end;
+        d[k++] = strtoull(p, &end, 10);
+        if (errno || d[k - 1] == 0 || d[k - 1] > (1ull << 40))
+            return 1;
+        p = end;
+        if (*p == '\0')
+            break;
+        if (*p++ != ',')
+            return 1;
+    }
+    if (*p != '\0' || (k != 2 && k != 4))
+        return 1;
+    *s = (clbn_shape){k == 2 ? CLBN_LAYOUT_NC : CLBN_LAYOUT_NCHW, d[0], d[1], d[2], d[3]};
+    return 0;
+}
+
+int clbn_tool_parse_int(const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return 1;
+    *out = (int)x;
+    return 0;
 }

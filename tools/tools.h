@@ -2,10 +2,17 @@
 #ifndef CLBN_TOOLS_H
 #define CLBN_TOOLS_H
 
+#include <clbn.h>
+
 /* Exit statuses: 2 is bad input or usage (nothing written, no state changed). */
 #define CLBN_EXIT_OK 0
 #define CLBN_EXIT_FAILURE 1
 #define CLBN_EXIT_USAGE 2
+
+/* "N,C,H,W" or "N,C" of positive integers (2-D shapes are NC); nonzero when malformed. */
+int clbn_tool_parse_shape(const char *v, clbn_shape *s);
+/* A decimal int in [lo, hi]; nonzero otherwise. */
+int clbn_tool_parse_int(const char *v, int lo, int hi, int *out);
 
 /* Each takes the arguments after the subcommand's name (argv[0] is the subcommand). */
 int clbn_cmd_devices(int argc, char **argv);
