@@ -176,7 +176,8 @@ static void run_usage(FILE *out) {
         "            --no-track)\n"
         "\n"
         "exit status: 0 done; 2 bad input (one line on stderr, no output written, --state FILE\n"
-        "unchanged); 1 any other failure.\n");
+        "unchanged); 3 an output could not be written (I/O error; nothing half-written is left);\n"
+        "1 any other failure.\n");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -955,7 +956,7 @@ static int write_outputs(run_ctx *r) {
     int made = 0;
     char err[512], suffix[48];
     if (make_dirs(r->a.out, &made) != 0)
-        return run_fail(r, CLBN_EXIT_USAGE, "--out %s: cannot create the directory: %s", r->a.out,
+        return run_fail(r, CLBN_EXIT_IO, "--out %s: cannot create the directory: %s", r->a.out,
                         strerror(errno));
     snprintf(suffix, sizeof suffix, ".tmp-%ld", (long)getpid());
     for (int i = 0; i < r->n_out; i++) {
@@ -967,7 +968,7 @@ static int write_outputs(run_ctx *r) {
             goto fail;
         }
         if (npy_write(o->tmp, o->data, o->ndim, o->shape, err, sizeof err) != 0) {
-            run_fail(r, CLBN_EXIT_FAILURE, "%s", err);
+            run_fail(r, CLBN_EXIT_IO, "%s", err);
             goto fail;
         }
     }
@@ -976,13 +977,18 @@ static int write_outputs(run_ctx *r) {
     if (r->a.state) {
         char what[1100];
         snprintf(what, sizeof what, "cannot save --state %s", r->a.state);
-        if (run_check(r, clbn_bn_save(r->bn, r->a.state), what) != 0)
+        clbn_status st = clbn_bn_save(r->bn, r->a.state);
+        if (st == CLBN_ERROR_IO) {
+            run_fail(r, CLBN_EXIT_IO, "%s: %s", what, clbn_last_error_message());
+            goto fail;
+        }
+        if (run_check(r, st, what) != 0)
             goto fail;
     }
     for (int i = 0; i < r->n_out; i++) {
         run_output *o = &r->out[i];
         if (rename(o->tmp, o->final) != 0) {
-            run_fail(r, CLBN_EXIT_FAILURE, "cannot rename %s to %s: %s", o->tmp, o->final,
+            run_fail(r, CLBN_EXIT_IO, "cannot rename %s to %s: %s", o->tmp, o->final,
                      strerror(errno));
             goto fail;
         }

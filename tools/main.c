@@ -25,6 +25,9 @@ static const clbn_command commands[] = {
 #ifdef CLBN_HAVE_TUNE
     {"tune", clbn_cmd_tune, "measure candidate parameters on the device and store the fastest"},
 #endif
+#ifdef CLBN_HAVE_TRAIN
+    {"train", clbn_cmd_train, "train a network with and without batch norm (CLBlast + clbn)"},
+#endif
 };
 
 static void usage(FILE *out) {

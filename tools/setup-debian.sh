@@ -5,7 +5,7 @@
 # (the outside oracle).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-  libdnnl-dev)
+  libdnnl-dev libclblast-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist)
 if [ "${1:-}" = "--tests" ]; then
   pkgs+=(libcmocka-dev clang python3-torch python3-numpy oclgrind)
 fi

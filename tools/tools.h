@@ -4,10 +4,12 @@
 
 #include <clbn.h>
 
-/* Exit statuses: 2 is bad input or usage (nothing written, no state changed). */
+/* Exit statuses: 2 is bad input or usage (nothing written, no state changed); 3 an output
+ * file (or folder) could not be written (what was there before is left as it was). */
 #define CLBN_EXIT_OK 0
 #define CLBN_EXIT_FAILURE 1
 #define CLBN_EXIT_USAGE 2
+#define CLBN_EXIT_IO 3
 
 /* "N,C,H,W" or "N,C" of positive integers (2-D shapes are NC); nonzero when malformed. */
 int clbn_tool_parse_shape(const char *v, clbn_shape *s);
@@ -25,6 +27,9 @@ int clbn_cmd_validate(int argc, char **argv);
 #endif
 #ifdef CLBN_HAVE_TUNE
 int clbn_cmd_tune(int argc, char **argv);
+#endif
+#ifdef CLBN_HAVE_TRAIN
+int clbn_cmd_train(int argc, char **argv);
 #endif
 
 #endif

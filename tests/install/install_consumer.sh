@@ -4,6 +4,10 @@
 # Usage: install_consumer.sh BUILD_DIR WORK_DIR CONSUMER_SRC BINDIR INCLUDEDIR LIBDIR CC CMAKE
 set -u
 build=$1 work=$2 src=$3 bindir=$4 includedir=$5 libdir=$6 cc=$7 cmake=$8
+# A sanitizer build's static library needs the sanitizer runtimes in every program it links.
+san=${9:-}
+sanflags=()
+[ -n "$san" ] && sanflags=("-fsanitize=$san")
 prefix=$work/prefix
 failures=0
 fail() {
@@ -39,7 +43,8 @@ env -u LD_LIBRARY_PATH "$prefix/$bindir/clbn" devices >/dev/null || fail "instal
 
 step "find_package(clbn) from a separate project"
 if "$cmake" -S "$src" -B "$work/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" \
-    -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Release >"$work/consumer-configure.log" 2>&1 &&
+    -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS="${sanflags[*]}" \
+    -DCMAKE_EXE_LINKER_FLAGS="${sanflags[*]}" >"$work/consumer-configure.log" 2>&1 &&
     "$cmake" --build "$work/consumer-build" -j2 >"$work/consumer-build.log" 2>&1; then
     grep -q "$prefix" "$work/consumer-build/CMakeCache.txt" ||
         fail "the consumer did not find clbn under $prefix"
@@ -63,7 +68,7 @@ if flags=$(pkg-config --cflags --libs clbn); then
     [ "$found" -eq 1 ] ||
         fail "clbn.pc does not point into the prefix it was installed to ($prefix): $flags"
     # shellcheck disable=SC2086
-    if "$cc" -std=c11 -Wall -Wextra -Werror "$src/main.c" $flags -lm -o "$work/pc_consumer"; then
+    if "$cc" -std=c11 -Wall -Wextra -Werror "${sanflags[@]}" "$src/main.c" $flags -lm -o "$work/pc_consumer"; then
         LD_LIBRARY_PATH="$prefix/$libdir" "$work/pc_consumer" || fail "pkg-config consumer"
     else
         fail "compiling with pkg-config --cflags --libs clbn"
