@@ -90,11 +90,13 @@ inline void clbn_cursor_next(clbn_cursor *k) {
 }
 
 /* This item's share of [begin, end): interleaved (item i takes i, i+size, ...: coalesced on a
- * GPU) or blocked (a contiguous run per item: sequential streams on a CPU). */
+ * GPU) or blocked (a contiguous run per item: sequential streams on a CPU). Requires
+ * begin <= end (every caller's range is a min of its bounds): a guarded subtraction here
+ * became llvm.usub.sat, which Oclgrind cannot run. */
 inline void clbn_item_range(ulong begin, ulong end, uint item, uint size, int blocked, ulong *start,
                             ulong *stop, ulong *step) {
     if (blocked) {
-        ulong len = end > begin ? end - begin : 0;
+        ulong len = end - begin;
         ulong per = (len + size - 1) / size;
         ulong s = begin + (ulong)item * per;
         *start = s < end ? s : end;
