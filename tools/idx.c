@@ -8,49 +8,96 @@
 #include <string.h>
 #include <zlib.h>
 
-/* Opens path, else path.gz; the name actually opened goes to used. */
-static int open_either(const char *path, gzFile *f, char *used, size_t ucap, char *err,
-                       size_t cap) {
+#define MAX_BYTES ((size_t)1 << 31)
+#define CHUNK (1u << 30) /* gzread takes an unsigned length and returns an int */
+
+/* One file being read: the name actually opened (path or path.gz), for every message. */
+typedef struct idx_file {
+    gzFile f;
+    char name[4200];
+} idx_file;
+
+/* One decoded file: dims[0] is the item count; images also have rows and cols. */
+typedef struct idx_part {
+    idx_file in; /* in.f is closed once the part is read; in.name stays for messages */
+    uint32_t dims[3];
+    unsigned char *data;
+} idx_part;
+
+/* A missing path is retried with .gz; any other failure to open is the system's, not the data's. */
+static int open_either(const char *path, idx_file *in, char *err, size_t cap) {
     for (int gz = 0; gz < 2; gz++) {
-        snprintf(used, ucap, "%s%s", path, gz ? ".gz" : "");
-        FILE *probe = fopen(used, "rb");
-        if (!probe) {
-            if (errno == ENOENT)
-                continue;
-            snprintf(err, cap, "%s: %s", used, strerror(errno));
-            return errno == EACCES || errno == EISDIR ? IDX_BAD_INPUT : IDX_IO_ERROR;
+        if ((size_t)snprintf(in->name, sizeof in->name, "%s%s", path, gz ? ".gz" : "") >=
+            sizeof in->name) {
+            snprintf(err, cap, "%.200s...: path too long", path);
+            return IDX_BAD_INPUT;
         }
-        fclose(probe);
-        *f = gzopen(used, "rb");
-        if (!*f) {
-            snprintf(err, cap, "%s: cannot open: %s", used, strerror(errno));
+        errno = 0; /* gzopen leaves errno alone when it runs out of memory */
+        in->f = gzopen(in->name, "rb");
+        int e = errno;
+        if (in->f)
+            return IDX_OK;
+        if (e != ENOENT) {
+            snprintf(err, cap, "%s: cannot open: %s", in->name, e ? strerror(e) : "out of memory");
             return IDX_IO_ERROR;
         }
-        return IDX_OK;
     }
     snprintf(err, cap, "%s: no such file (nor %s.gz)", path, path);
     return IDX_BAD_INPUT;
 }
 
-/* Reads exactly n bytes; anything short is a truncated (or corrupt) file. */
-static int read_exact(gzFile f, const char *name, unsigned char *dst, size_t n, char *err,
-                      size_t cap) {
+/* zlib's message without the "path: " it starts with, since ours names the file already. */
+static const char *gz_reason(const idx_file *in, int *code) {
+    const char *m = gzerror(in->f, code);
+    size_t n = strlen(in->name);
+    return strncmp(m, in->name, n) == 0 && strncmp(m + n, ": ", 2) == 0 ? m + n + 2 : m;
+}
+
+/* After gzread returned -1: Z_ERRNO is the operating system's fault, anything else the data's. */
+static int gz_failure(const idx_file *in, char *err, size_t cap) {
+    int code;
+    const char *m = gz_reason(in, &code);
+    if (code == Z_ERRNO) {
+        snprintf(err, cap, "%s: read error: %s", in->name, m);
+        return IDX_IO_ERROR;
+    }
+    snprintf(err, cap, "%s: corrupt gzip: %s", in->name, m);
+    return IDX_BAD_INPUT;
+}
+
+/* Reads exactly n bytes; a short read is a truncated file (zlib says EOF, not -1, for a cut
+ * gzip stream). */
+static int read_exact(const idx_file *in, unsigned char *dst, size_t n, char *err, size_t cap) {
     size_t got = 0;
     while (got < n) {
-        size_t want = n - got > (1u << 30) ? (1u << 30) : n - got;
-        int r = gzread(f, dst + got, (unsigned)want);
-        if (r < 0) {
-            int code;
-            const char *m = gzerror(f, &code);
-            snprintf(err, cap, "%s: corrupt: %s", name, m);
-            return IDX_BAD_INPUT;
-        }
+        int r = gzread(in->f, dst + got, (unsigned)(n - got > CHUNK ? CHUNK : n - got));
+        if (r < 0)
+            return gz_failure(in, err, cap);
         if (r == 0)
             break;
         got += (size_t)r;
     }
     if (got < n) {
-        snprintf(err, cap, "%s: truncated: %zu of %zu bytes", name, got, n);
+        snprintf(err, cap, "%s: truncated: %zu of %zu bytes", in->name, got, n);
+        return IDX_BAD_INPUT;
+    }
+    return IDX_OK;
+}
+
+/* Nothing may follow the body; a gzip stream must also end cleanly, since a missing CRC trailer
+ * reads as EOF and only gzerror tells it from a complete file. */
+static int expect_end(const idx_file *in, char *err, size_t cap) {
+    unsigned char extra;
+    int code, r = gzread(in->f, &extra, 1);
+    if (r < 0)
+        return gz_failure(in, err, cap);
+    if (r > 0) {
+        snprintf(err, cap, "%s: trailing data after the announced bytes", in->name);
+        return IDX_BAD_INPUT;
+    }
+    const char *m = gz_reason(in, &code);
+    if (code != Z_OK) {
+        snprintf(err, cap, "%s: truncated gzip: %s", in->name, m);
         return IDX_BAD_INPUT;
     }
     return IDX_OK;
@@ -60,81 +107,93 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* One file: magic 0x0801 (labels, 1 dimension) or 0x0803 (images, 3); its body into *data. */
-static int read_file(const char *path, int images, uint32_t dims[3], unsigned char **data,
-                     char *err, size_t cap) {
-    char name[4200];
-    gzFile f = NULL;
-    int rc = open_either(path, &f, name, sizeof name, err, cap);
-    if (rc)
-        return rc;
-    const int nd = images ? 3 : 1;
+/* The magic first, so a file of the other kind is named as such rather than as truncated. */
+static int read_header(const idx_file *in, int nd, uint32_t dims[3], size_t *total, char *err,
+                       size_t cap) {
     unsigned char head[16];
-    size_t total = 1;
-    rc = read_exact(f, name, head, 4 + 4 * (size_t)nd, err, cap);
-    if (!rc && be32(head) != (images ? 0x803u : 0x801u)) {
-        snprintf(err, cap, "%s: not an IDX %s file (magic 0x%08x)", name,
-                 images ? "images" : "labels", be32(head));
-        rc = IDX_BAD_INPUT;
+    const uint32_t magic = nd == 3 ? 0x803u : 0x801u;
+    int rc = read_exact(in, head, 4, err, cap);
+    if (!rc && be32(head) != magic) {
+        snprintf(err, cap, "%s: magic 0x%08x: expected 0x%08x (IDX %s)", in->name, be32(head),
+                 magic, nd == 3 ? "images" : "labels");
+        return IDX_BAD_INPUT;
     }
+    rc = rc ? rc : read_exact(in, head + 4, 4 * (size_t)nd, err, cap);
+    *total = 1;
     for (int d = 0; !rc && d < nd; d++) {
         dims[d] = be32(head + 4 + 4 * d);
-        total *= dims[d];
-        if (dims[d] == 0 || total > (size_t)1 << 31) {
-            snprintf(err, cap, "%s: dimension %d is %u: expected 1 to a total of 2 GiB", name, d,
-                     dims[d]);
-            rc = IDX_BAD_INPUT;
+        if (dims[d] == 0 || dims[d] > MAX_BYTES / *total) {
+            snprintf(err, cap, "%s: dimension %d is %u: %s", in->name, d, dims[d],
+                     dims[d] ? "more than 2 GiB in all" : "expected at least 1");
+            return IDX_BAD_INPUT;
         }
-    }
-    *data = rc ? NULL : malloc(total);
-    if (!rc && !*data) {
-        snprintf(err, cap, "%s: out of host memory for %zu bytes", name, total);
-        rc = IDX_IO_ERROR;
-    }
-    rc = rc ? rc : read_exact(f, name, *data, total, err, cap);
-    unsigned char extra;
-    if (!rc && gzread(f, &extra, 1) != 0) {
-        snprintf(err, cap, "%s: more bytes than its %zu announced", name, total);
-        rc = IDX_BAD_INPUT;
-    }
-    gzclose(f);
-    if (rc) {
-        free(*data);
-        *data = NULL;
+        *total *= dims[d];
     }
     return rc;
 }
 
-int idx_load(const char *images_path, const char *labels_path, unsigned max_label, idx_set *set,
-             char *err, size_t cap) {
-    memset(set, 0, sizeof *set);
-    uint32_t di[3] = {0}, dl[3] = {0};
-    unsigned char *px = NULL, *lb = NULL;
-    int rc = read_file(images_path, 1, di, &px, err, cap);
-    rc = rc ? rc : read_file(labels_path, 0, dl, &lb, err, cap);
-    if (!rc && dl[0] != di[0]) {
-        snprintf(err, cap, "%s: %u labels for %u images", labels_path, dl[0], di[0]);
-        rc = IDX_BAD_INPUT;
+/* nd is 3 for images, 1 for labels; on failure p->data stays NULL. */
+static int read_part(const char *path, int nd, idx_part *p, char *err, size_t cap) {
+    size_t total = 0;
+    int rc = open_either(path, &p->in, err, cap);
+    if (rc)
+        return rc;
+    rc = read_header(&p->in, nd, p->dims, &total, err, cap);
+    p->data = rc ? NULL : malloc(total);
+    if (!rc && !p->data) {
+        snprintf(err, cap, "%s: out of host memory for %zu bytes", p->in.name, total);
+        rc = IDX_IO_ERROR;
     }
-    for (uint32_t i = 0; !rc && i < dl[0]; i++)
-        if (lb[i] >= max_label) {
-            snprintf(err, cap, "%s: label %u of item %u: expected below %u", labels_path, lb[i], i,
-                     max_label);
-            rc = IDX_BAD_INPUT;
-        }
+    rc = rc ? rc : read_exact(&p->in, p->data, total, err, cap);
+    rc = rc ? rc : expect_end(&p->in, err, cap);
+    gzclose(p->in.f);
+    p->in.f = NULL;
     if (rc) {
-        free(px);
-        free(lb);
+        free(p->data);
+        p->data = NULL;
+    }
+    return rc;
+}
+
+static int check_labels(const idx_part *im, const idx_part *lb, unsigned max_label, char *err,
+                        size_t cap) {
+    if (lb->dims[0] != im->dims[0]) {
+        snprintf(err, cap, "%s: %u labels for %u images", lb->in.name, lb->dims[0], im->dims[0]);
+        return IDX_BAD_INPUT;
+    }
+    for (uint32_t i = 0; i < lb->dims[0]; i++)
+        if (lb->data[i] >= max_label) {
+            snprintf(err, cap, "%s: label %u of item %u: expected below %u", lb->in.name,
+                     lb->data[i], i, max_label);
+            return IDX_BAD_INPUT;
+        }
+    return IDX_OK;
+}
+
+int idx_load(const char *images_path, const char *labels_path, unsigned max_label_exclusive,
+             idx_set *set, char *err, size_t cap) {
+    memset(set, 0, sizeof *set);
+    idx_part im = {0}, lb = {0};
+    int rc = read_part(images_path, 3, &im, err, cap);
+    rc = rc ? rc : read_part(labels_path, 1, &lb, err, cap);
+    rc = rc ? rc : check_labels(&im, &lb, max_label_exclusive, err, cap);
+    if (rc) {
+        free(im.data);
+        free(lb.data);
         return rc;
     }
-    *set = (idx_set){di[0], di[1], di[2], px, lb};
+    *set = (idx_set){im.dims[0], im.dims[1], im.dims[2], im.data, lb.data};
     return IDX_OK;
 }
 
 static int load_pair(const char *dir, const char *prefix, idx_set *s, char *err, size_t cap) {
     char im[4200], lb[4200];
-    snprintf(im, sizeof im, "%s/%s-images-idx3-ubyte", dir, prefix);
-    snprintf(lb, sizeof lb, "%s/%s-labels-idx1-ubyte", dir, prefix);
+    if ((size_t)snprintf(im, sizeof im, "%s/%s-images-idx3-ubyte", dir, prefix) >= sizeof im ||
+        (size_t)snprintf(lb, sizeof lb, "%s/%s-labels-idx1-ubyte", dir, prefix) >= sizeof lb) {
+        memset(s, 0, sizeof *s);
+        snprintf(err, cap, "%.200s...: path too long", dir);
+        return IDX_BAD_INPUT;
+    }
     int rc = idx_load(im, lb, 10, s, err, cap);
     if (!rc && (s->rows != 28 || s->cols != 28)) {
         snprintf(err, cap, "%s: %zu x %zu images: expected 28 x 28", im, s->rows, s->cols);
