@@ -90,7 +90,7 @@ typedef struct fixture {
     float *x;
     int32_t *labels;
     double *logits, *one;
-    double worst;             /* the largest max|got - ref| / max|ref| over the test's checks */
+    double worst; /* the largest max|got - ref| / max|ref| over the test's checks */
     char worst_what[96];
 } fixture;
 
@@ -259,8 +259,7 @@ static void fd_test(void **state) {
             expect_close(f, what, g, fd, n, TOL_FD);
             free(fd);
         }
-    print_message("      loss %.6f; worst %.2g of max|grad| (%s)\n", loss, f->worst,
-                  f->worst_what);
+    print_message("      loss %.6f; worst %.2g of max|grad| (%s)\n", loss, f->worst, f->worst_what);
 }
 
 /* ---- the device network against the reference -------------------------------------------- */
@@ -286,8 +285,8 @@ static const struct {
     const char *suffix;
     int bn_only;
 } checks[CK_COUNT] = {
-    [CK_LOSS] = {"loss", 0},          [CK_GRADS] = {"grads", 0},
-    [CK_PARAMS] = {"params", 0},      [CK_RUNNING] = {"running_stats", 1},
+    [CK_LOSS] = {"loss", 0},         [CK_GRADS] = {"grads", 0},
+    [CK_PARAMS] = {"params", 0},     [CK_RUNNING] = {"running_stats", 1},
     [CK_EVALUATE] = {"evaluate", 0},
 };
 
@@ -375,8 +374,7 @@ static void check_evaluation(fixture *f, ref_rng *r) {
     f->labels = malloc(EVAL_ROWS * sizeof *f->labels);
     assert_non_null(f->labels);
     fill_batch(r, f->x, f->labels, EVAL_ROWS, dim, K);
-    if (tn_data_create(tu_ctx, f->x, f->labels, EVAL_ROWS, (size_t)dim, &f->data, err,
-                       sizeof err))
+    if (tn_data_create(tu_ctx, f->x, f->labels, EVAL_ROWS, (size_t)dim, &f->data, err, sizeof err))
         fail_msg("tn_data_create: %s", err);
     f->logits = tu_doubles((size_t)EVAL_ROWS * (size_t)K);
     assert_int_equal(ref_net_logits(&f->ref, f->x, EVAL_ROWS, 0, f->logits), 0);

@@ -63,7 +63,7 @@ int ref_net_init(ref_net *r, const ref_net_config *cfg, const float *const *weig
             }
             r->p[w][l] = v;
             for (size_t i = 0; i < n; i++)
-                v[i] = w == REF_W     ? (double)weights[l - 1][i]
+                v[i] = w == REF_W                           ? (double)weights[l - 1][i]
                        : w == REF_GAMMA || w == REF_RUN_VAR ? 1.0
                                                             : 0.0;
         }

@@ -25,10 +25,10 @@
 #define REF_ACT_SIGMOID 2
 
 typedef struct ref_net_config {
-    int layers;                       /* weight matrices, 2..REF_NET_MAX_LAYERS */
+    int layers; /* weight matrices, 2..REF_NET_MAX_LAYERS */
     int sizes[REF_NET_MAX_LAYERS + 1];
-    int bn;                           /* nonzero: batch norm after each hidden layer's product */
-    int act;                          /* REF_ACT_RELU or REF_ACT_SIGMOID */
+    int bn;  /* nonzero: batch norm after each hidden layer's product */
+    int act; /* REF_ACT_RELU or REF_ACT_SIGMOID */
     double lr;
 } ref_net_config;
 

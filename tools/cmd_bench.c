@@ -942,7 +942,8 @@ static int onednn_child(int argc, char **argv) {
 #ifdef CLBN_HAVE_DNNL
     clbn_shape s;
     int runs, warmup;
-    if (argc != 6 || clbn_tool_parse_shape(argv[2], &s) || clbn_tool_parse_int(argv[4], 1, MAX_RUNS, &runs) ||
+    if (argc != 6 || clbn_tool_parse_shape(argv[2], &s) ||
+        clbn_tool_parse_int(argv[4], 1, MAX_RUNS, &runs) ||
         clbn_tool_parse_int(argv[5], 0, MAX_RUNS, &warmup)) {
         fprintf(stderr, "clbn bench: bad %s arguments\n", BENCH_ONEDNN_CHILD_OPTION);
         return CLBN_EXIT_USAGE;

@@ -51,37 +51,38 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
 }
 
 static void train_usage(FILE *out) {
-    fprintf(out,
-            "usage: clbn train [options]\n"
-            "       clbn train --eval DIR [--data DIR] [--device SEL]\n"
-            "\n"
-            "Trains a 784-100-100-100-10 network by plain SGD with softmax cross-entropy on\n"
-            "MNIST-format images, entirely on one OpenCL device (CLBlast for the products, clbn\n"
-            "for batch norm after each hidden product, before the activation).\n"
-            "\n"
-            "  --bn on|off|both       batch norm (both: two networks, same weights and batches;\n"
-            "                         default both)\n"
-            "  --activation relu|sigmoid   (default relu)\n"
-            "  --lr F                 learning rate (default 1)\n"
-            "  --init good|bad        initial weights from N(0, 0.05^2) or N(0, 5^2) (default good)\n"
-            "  --steps N              training steps (default 2000)\n"
-            "  --batch N              rows per batch (default 60; at least 2 with batch norm)\n"
-            "  --eval-every N         validation accuracy every N steps (default 50)\n"
-            "  --seed N               weights and batch order (default 1)\n"
-            "  --data DIR             train-/t10k- images and labels, IDX, .gz or plain\n"
-            "                         (default /usr/share/datasets/fashion-mnist)\n"
-            "  --device SEL           gpu, cpu, P:D or a name substring\n"
-            "  --csv FILE             the validation curves (network,step,val_accuracy,loss)\n"
-            "  --plot FILE.png        validation accuracy against steps, drawn by gnuplot\n"
-            "  --json FILE            a summary per network\n"
-            "  --save DIR             weights and batch-norm states (DIR/bn, DIR/plain)\n"
-            "  --eval DIR             test accuracy of a network saved by --save (DIR/bn or\n"
-            "                         DIR/plain, or the folder holding weights.clbnw)\n"
-            "  --single-sample-check  predicts 200 test images one at a time, with the batch's\n"
-            "                         own statistics and with the running ones\n"
-            "\n"
-            "Validation: the last 5,000 training images. Exit status: 0 done; 2 bad input (one\n"
-            "line, nothing written); 3 an output file could not be written; 1 other failures.\n");
+    fprintf(
+        out,
+        "usage: clbn train [options]\n"
+        "       clbn train --eval DIR [--data DIR] [--device SEL]\n"
+        "\n"
+        "Trains a 784-100-100-100-10 network by plain SGD with softmax cross-entropy on\n"
+        "MNIST-format images, entirely on one OpenCL device (CLBlast for the products, clbn\n"
+        "for batch norm after each hidden product, before the activation).\n"
+        "\n"
+        "  --bn on|off|both       batch norm (both: two networks, same weights and batches;\n"
+        "                         default both)\n"
+        "  --activation relu|sigmoid   (default relu)\n"
+        "  --lr F                 learning rate (default 1)\n"
+        "  --init good|bad        initial weights from N(0, 0.05^2) or N(0, 5^2) (default good)\n"
+        "  --steps N              training steps (default 2000)\n"
+        "  --batch N              rows per batch (default 60; at least 2 with batch norm)\n"
+        "  --eval-every N         validation accuracy every N steps (default 50)\n"
+        "  --seed N               weights and batch order (default 1)\n"
+        "  --data DIR             train-/t10k- images and labels, IDX, .gz or plain\n"
+        "                         (default /usr/share/datasets/fashion-mnist)\n"
+        "  --device SEL           gpu, cpu, P:D or a name substring\n"
+        "  --csv FILE             the validation curves (network,step,val_accuracy,loss)\n"
+        "  --plot FILE.png        validation accuracy against steps, drawn by gnuplot\n"
+        "  --json FILE            a summary per network\n"
+        "  --save DIR             weights and batch-norm states (DIR/bn, DIR/plain)\n"
+        "  --eval DIR             test accuracy of a network saved by --save (DIR/bn or\n"
+        "                         DIR/plain, or the folder holding weights.clbnw)\n"
+        "  --single-sample-check  predicts 200 test images one at a time, with the batch's\n"
+        "                         own statistics and with the running ones\n"
+        "\n"
+        "Validation: the last 5,000 training images. Exit status: 0 done; 2 bad input (one\n"
+        "line, nothing written); 3 an output file could not be written; 1 other failures.\n");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -98,8 +99,13 @@ static int parse_double(const char *v, double *out) {
 }
 
 static int parse_args(int argc, char **argv, train_args *a) {
-    *a = (train_args){.bn_mode = 2, .act = CLBN_ACTIVATION_RELU, .lr = 1.0, .steps = 2000,
-                      .batch = 60, .eval_every = 50, .seed = 1,
+    *a = (train_args){.bn_mode = 2,
+                      .act = CLBN_ACTIVATION_RELU,
+                      .lr = 1.0,
+                      .steps = 2000,
+                      .batch = 60,
+                      .eval_every = 50,
+                      .seed = 1,
                       .data = "/usr/share/datasets/fashion-mnist"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
@@ -118,15 +124,18 @@ static int parse_args(int argc, char **argv, train_args *a) {
         const char *v = argv[++i];
         int bad = 0;
         if (!strcmp(o, "--bn"))
-            bad = !strcmp(v, "on") ? (a->bn_mode = 1, 0)
-                  : !strcmp(v, "off") ? (a->bn_mode = 0, 0)
-                  : !strcmp(v, "both") ? (a->bn_mode = 2, 0) : 1;
+            bad = !strcmp(v, "on")     ? (a->bn_mode = 1, 0)
+                  : !strcmp(v, "off")  ? (a->bn_mode = 0, 0)
+                  : !strcmp(v, "both") ? (a->bn_mode = 2, 0)
+                                       : 1;
         else if (!strcmp(o, "--activation"))
-            bad = !strcmp(v, "relu") ? (a->act = CLBN_ACTIVATION_RELU, 0)
-                  : !strcmp(v, "sigmoid") ? (a->act = CLBN_ACTIVATION_SIGMOID, 0) : 1;
+            bad = !strcmp(v, "relu")      ? (a->act = CLBN_ACTIVATION_RELU, 0)
+                  : !strcmp(v, "sigmoid") ? (a->act = CLBN_ACTIVATION_SIGMOID, 0)
+                                          : 1;
         else if (!strcmp(o, "--init"))
-            bad = !strcmp(v, "good") ? (a->bad_init = 0, 0)
-                  : !strcmp(v, "bad") ? (a->bad_init = 1, 0) : 1;
+            bad = !strcmp(v, "good")  ? (a->bad_init = 0, 0)
+                  : !strcmp(v, "bad") ? (a->bad_init = 1, 0)
+                                      : 1;
         else if (!strcmp(o, "--lr"))
             bad = parse_double(v, &a->lr) || a->lr <= 0;
         else if (!strcmp(o, "--steps"))
@@ -370,8 +379,8 @@ static int upload(train_env *e, const idx_set *s, tn_data **d) {
     float *x = to_floats(s);
     int32_t *y = to_labels(s);
     char err[512];
-    int bad = !x || !y ||
-              tn_data_create(e->ctx, x, y, s->count, s->rows * s->cols, d, err, sizeof err);
+    int bad =
+        !x || !y || tn_data_create(e->ctx, x, y, s->count, s->rows * s->cols, d, err, sizeof err);
     if (bad)
         fprintf(stderr, "clbn train: uploading the data: %s\n", x && y ? err : "no host memory");
     free(x);
@@ -443,8 +452,12 @@ static int open_env(train_env *e, const train_args *a) {
 }
 
 static tn_config net_config(const train_args *a, int bn) {
-    tn_config c = {.layers = 4, .sizes = {784, 100, 100, 100, 10}, .bn = bn, .act = a->act,
-                   .lr = (float)a->lr, .max_batch = a->batch > 1000 ? a->batch : 1000,
+    tn_config c = {.layers = 4,
+                   .sizes = {784, 100, 100, 100, 10},
+                   .bn = bn,
+                   .act = a->act,
+                   .lr = (float)a->lr,
+                   .max_batch = a->batch > 1000 ? a->batch : 1000,
                    .profile = 1};
     return c;
 }
@@ -466,8 +479,8 @@ static void progress(int tty, const char *name, int step, int steps, double rate
         if (step == steps)
             fputc('\n', stderr);
     } else {
-        printf("%s: step %d/%d, %.1f steps/s, validation accuracy %.2f%%\n", name, step,
-                steps, rate, 100 * val);
+        printf("%s: step %d/%d, %.1f steps/s, validation accuracy %.2f%%\n", name, step, steps,
+               rate, 100 * val);
     }
 }
 
@@ -542,8 +555,8 @@ static int train_one(train_env *e, const train_args *a, int bn, const float *con
             shuffle(order, rows, &rng);
             bad = tn_set_order(net, order, rows, err, sizeof err);
         }
-        bad = bad || tn_step_indexed(net, e->dtrain, slot * (size_t)a->batch, a->batch, err,
-                                     sizeof err);
+        bad = bad ||
+              tn_step_indexed(net, e->dtrain, slot * (size_t)a->batch, a->batch, err, sizeof err);
         if (bad) {
             fprintf(stderr, "\nclbn train: step %d: %s\n", step + 1, err);
             break;
@@ -620,13 +633,14 @@ static int write_json(const char *path, const train_args *a, const train_env *e,
                 "\"steps\": %d, \"batch\": %d, \"seed\": %llu, \"test_accuracy\": %.4f, "
                 "\"final_val_accuracy\": %.4f, \"steps_per_s\": %.1f, \"train_s\": %.3f, "
                 "\"bn_time_share\": %.4f, \"gemm_time_share\": %.4f, \"warmup_s\": %.3f",
-                r[k].bn ? "true" : "false", act_name(a->act), a->lr,
-                a->bad_init ? "bad" : "good", a->steps, a->batch, a->seed, r[k].test_acc,
+                r[k].bn ? "true" : "false", act_name(a->act), a->lr, a->bad_init ? "bad" : "good",
+                a->steps, a->batch, a->seed, r[k].test_acc,
                 r[k].npoints ? r[k].curve[r[k].npoints - 1].val_acc : 0.0, r[k].steps_per_s,
                 r[k].train_s, r[k].bn_share, r[k].gemm_share, r[k].warmup_s);
         if (a->single_check)
-            fprintf(o.f, ", \"single_sample_batch_stats_accuracy\": %.4f, "
-                         "\"single_sample_running_stats_accuracy\": %.4f",
+            fprintf(o.f,
+                    ", \"single_sample_batch_stats_accuracy\": %.4f, "
+                    "\"single_sample_running_stats_accuracy\": %.4f",
                     r[k].single_batch_acc, r[k].single_running_acc);
         fprintf(o.f, "}%s\n", k + 1 < n ? "," : "");
     }
@@ -716,8 +730,8 @@ static int save_net(tn_net *net, const char *dir) {
 
 static int copy_bn_state(clbn_bn *from, clbn_bn *to, int channels) {
     float *v = malloc((size_t)channels * sizeof *v);
-    static const clbn_vector vs[4] = {CLBN_VECTOR_GAMMA, CLBN_VECTOR_BETA,
-                                      CLBN_VECTOR_RUNNING_MEAN, CLBN_VECTOR_RUNNING_VAR};
+    static const clbn_vector vs[4] = {CLBN_VECTOR_GAMMA, CLBN_VECTOR_BETA, CLBN_VECTOR_RUNNING_MEAN,
+                                      CLBN_VECTOR_RUNNING_VAR};
     clbn_status st = v ? CLBN_SUCCESS : CLBN_ERROR_OUT_OF_HOST_MEMORY;
     for (int i = 0; i < 4 && st == CLBN_SUCCESS; i++) {
         st = clbn_bn_read_vector(from, vs[i], v, (uint64_t)channels);
@@ -845,8 +859,7 @@ int clbn_cmd_train(int argc, char **argv) {
             if (a.single_check)
                 printf("%-14s one test image at a time (%d): batch statistics %.1f%%, running "
                        "statistics %.1f%%\n",
-                       "", SINGLE_ROWS, 100 * r[n].single_batch_acc,
-                       100 * r[n].single_running_acc);
+                       "", SINGLE_ROWS, 100 * r[n].single_batch_acc, 100 * r[n].single_running_acc);
             n++;
         }
     }
