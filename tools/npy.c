@@ -156,8 +156,9 @@ static const char *npy_printable(char *s) {
     return s;
 }
 
-static int npy_parse_header(const char *text, size_t len, npy_array *a, char *err,
-                            size_t err_size) {
+/* Parses the header dict; *big_endian and *fortran say how the data that follows is stored. */
+static int npy_parse_header(const char *text, size_t len, npy_array *a, int *big_endian,
+                            int *fortran, char *err, size_t err_size) {
     npy_cursor c = {text, text + len};
     int have_descr = 0, have_order = 0, have_shape = 0;
     if (!npy_accept(&c, '{'))
@@ -177,21 +178,17 @@ static int npy_parse_header(const char *text, size_t len, npy_array *a, char *er
                                 "dtype is a structured type, expected float32 ('<f4')");
             if (npy_parse_string(&c, descr, sizeof descr) != 0)
                 return npy_fail(err, err_size, "malformed .npy header: bad 'descr'");
-            if (strcmp(descr, "<f4") != 0) {
-                if (strcmp(descr, ">f4") == 0)
-                    return npy_fail(err, err_size,
-                                    "dtype is big-endian float32 ('>f4'), expected "
-                                    "little-endian float32 ('<f4')");
-                return npy_fail(err, err_size, "dtype is %s ('%s'), expected float32 ('<f4')",
+            if (strcmp(descr, ">f4") == 0)
+                *big_endian = 1;
+            else if (strcmp(descr, "<f4") != 0)
+                return npy_fail(err, err_size,
+                                "dtype is %s ('%s'), expected float32 ('<f4' or '>f4')",
                                 npy_dtype_name(descr), npy_printable(descr));
-            }
         } else if (strcmp(key, "fortran_order") == 0 && !have_order) {
             have_order = 1;
             if (npy_accept_word(&c, "True"))
-                return npy_fail(err, err_size,
-                                "array is in Fortran order, expected C order (save it with "
-                                "numpy.ascontiguousarray)");
-            if (!npy_accept_word(&c, "False"))
+                *fortran = 1;
+            else if (!npy_accept_word(&c, "False"))
                 return npy_fail(err, err_size, "malformed .npy header: bad 'fortran_order'");
         } else if (strcmp(key, "shape") == 0 && !have_shape) {
             have_shape = 1;
@@ -236,6 +233,32 @@ static void npy_swap32(float *v, uint64_t n) {
         t = b[1], b[1] = b[2], b[2] = t;
         memcpy(&v[i], b, 4);
     }
+}
+
+/* Fortran order (the first index varies fastest) into C order (the last does), in a copy:
+ * the source is walked in its own order while an odometer keeps the C offset. */
+static int npy_to_c_order(npy_array *a) {
+    uint64_t stride[NPY_MAX_DIMS], idx[NPY_MAX_DIMS] = {0}, at = 0;
+    if (a->ndim < 2)
+        return 0;
+    float *c = malloc((size_t)a->count * 4);
+    if (!c)
+        return -1;
+    for (int i = a->ndim - 1; i >= 0; i--)
+        stride[i] = i == a->ndim - 1 ? 1 : stride[i + 1] * a->shape[i + 1];
+    for (uint64_t s = 0; s < a->count; s++) {
+        c[at] = a->data[s];
+        for (int i = 0; i < a->ndim; i++) {
+            at += stride[i];
+            if (++idx[i] < a->shape[i])
+                break;
+            at -= stride[i] * a->shape[i];
+            idx[i] = 0;
+        }
+    }
+    free(a->data);
+    a->data = c;
+    return 0;
 }
 
 int npy_read(const char *path, npy_array *a, char *err, size_t err_size) {
@@ -291,7 +314,8 @@ int npy_read(const char *path, npy_array *a, char *err, size_t err_size) {
         npy_fail(err, err_size, "malformed .npy header: NUL byte in the header");
         goto done;
     }
-    if (npy_parse_header(header, (size_t)header_len, a, err, err_size) != 0)
+    int big_endian = 0, fortran = 0;
+    if (npy_parse_header(header, (size_t)header_len, a, &big_endian, &fortran, err, err_size) != 0)
         goto done;
 
     uint64_t count = 1;
@@ -328,8 +352,12 @@ int npy_read(const char *path, npy_array *a, char *err, size_t err_size) {
             npy_fail(err, err_size, "truncated data (read error)");
             goto done;
         }
-        if (!npy_host_is_little_endian())
+        if (big_endian == npy_host_is_little_endian())
             npy_swap32(a->data, count);
+        if (fortran && npy_to_c_order(a) != 0) {
+            npy_fail(err, err_size, "out of host memory (%llu floats)", (unsigned long long)count);
+            goto done;
+        }
     }
     rc = 0;
 done:

@@ -1,5 +1,7 @@
-/* Reading and writing NumPy .npy files (format 1.0, 2.0 and 3.0) holding little-endian float32
- * arrays in C order: the exchange format of `clbn run`, so any framework can cross-check clbn. */
+/* Reading and writing NumPy .npy files (format 1.0, 2.0 and 3.0) holding float32 arrays: the
+ * exchange format of `clbn run`, so any framework can cross-check clbn. Reads little- and
+ * big-endian float32 ('<f4', '>f4') in C or Fortran order, as numpy writes them; writes
+ * little-endian C order. */
 #ifndef CLBN_TOOLS_NPY_H
 #define CLBN_TOOLS_NPY_H
 
@@ -15,8 +17,9 @@ typedef struct npy_array {
     float *data;    /* count floats, malloc'd; NULL when count is 0 */
 } npy_array;
 
-/* Reads path into *array. On failure returns -1, leaves *array empty and writes one line
- * naming the problem (without the path) into err. Never crashes on malformed input. */
+/* Reads path into *array, in C order and host byte order whatever the file's. On failure returns
+ * -1, leaves *array empty and writes one line naming the problem (without the path) into err. Never
+ * crashes on malformed input. */
 int npy_read(const char *path, npy_array *array, char *err, size_t err_size);
 
 /* Writes data (count = product of shape) as a float32 .npy file. Returns -1 and fills err on
