@@ -5,6 +5,8 @@
  * 48 (not a power of two) is planned within it and still computes the right answer.
  *
  * Linked statically: the wrappers replace entries of clbn_cl (host/internal.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "cl_count.h"
 #include "internal.h"
 #include "test_util.h"
 
@@ -37,6 +39,10 @@ typedef struct fault_state {
 } fault_state;
 
 static fault_state g_fault = {0, 0, 0, -1, CL_SUCCESS};
+
+/* What the fault layer forwards to: the counting layer of cl_count.h over the driver, in the
+ * sweeps, so every sweep also checks that a failed call leaks no OpenCL object. */
+static const clbn_cl_api *g_below = &clbn_cl_real;
 
 /* Releases and retains always pass through: their failures are not actionable. */
 static int fault_is_refcount(int id) {
@@ -77,7 +83,7 @@ static int fault_tick(int id) {
     static ret CL_API_CALL fault_##name params {                                                   \
         if (fault_tick(FAULT_ID_##name))                                                           \
             FAULT_RETURN_##ret;                                                                    \
-        return clbn_cl_real.name args;                                                             \
+        return g_below->name args;                                                                 \
     }
 CLBN_CL_CALLS(FAULT_WRAPPER_)
 #undef FAULT_WRAPPER_
@@ -129,6 +135,8 @@ static clbn_context *context_with(const clbn_limits *limits, int disable_cache) 
 static int sweep_setup(void **state) {
     (void)state;
     clbn_context_release(tu_context()); /* exits 77 without a device */
+    g_below = cl_count_table(&clbn_cl_real);
+    clbn_cl = *g_below;
     for (int i = 0; i < CTX_COUNT; i++) {
         clbn_limits l;
         memset(&l, 0, sizeof l);
@@ -154,12 +162,26 @@ static int sweep_setup(void **state) {
 
 static int sweep_teardown(void **state) {
     (void)state;
-    clbn_cl = clbn_cl_real;
     for (int i = 0; i < CTX_COUNT; i++) {
         clbn_context_release(g_ctx[i]);
         g_ctx[i] = NULL;
     }
+    clbn_cl = clbn_cl_real;
+    g_below = &clbn_cl_real;
     return 0;
+}
+
+/* Fails the test when an OpenCL object was created and not released since `before`. */
+static void expect_no_leak(const cl_counts *before, const char *what, uint64_t k) {
+    cl_counts now;
+    cl_count_get(&now);
+    if (!cl_count_equal(before, &now)) {
+        char a[160], b[160];
+        fail_msg("%s, failing call %llu (%s): OpenCL objects before [%s], after [%s]", what,
+                 (unsigned long long)k,
+                 g_fault.failed_id >= 0 ? fault_names[g_fault.failed_id] : "none",
+                 cl_count_format(before, a, sizeof a), cl_count_format(&now, b, sizeof b));
+    }
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -456,7 +478,7 @@ static void fault_sweep(void **state) {
     fault_arm(0);
     clbn_status st = run_op(tr.bn, fc->op, &fc->shape, &op_b);
     fault_disarm();
-    clbn_cl = clbn_cl_real;
+    clbn_cl = *g_below;
     const uint64_t n = g_fault.calls;
     TU_OK(st);
     snapshot_take(tr.bn, C, &after);
@@ -473,6 +495,8 @@ static void fault_sweep(void **state) {
 
     unsigned failed[FAULT_ID_COUNT] = {0}, passed[FAULT_ID_COUNT] = {0};
     for (uint64_t k = 1; k <= n; k++) {
+        cl_counts objects;
+        cl_count_get(&objects);
         tr = prepare(fc, &op_b, &prep_b);
         snapshot_take(tr.bn, C, &before);
 
@@ -480,7 +504,7 @@ static void fault_sweep(void **state) {
         fault_arm(k);
         st = run_op(tr.bn, fc->op, &fc->shape, &op_b);
         fault_disarm();
-        clbn_cl = clbn_cl_real;
+        clbn_cl = *g_below;
         char message[512];
         snprintf(message, sizeof message, "%s", clbn_last_error_message());
 
@@ -522,6 +546,7 @@ static void fault_sweep(void **state) {
         }
         snapshot_free(&before);
         trial_release(&tr);
+        expect_no_leak(&objects, "the op's state object released", k);
     }
 
     char list[1024] = "";
@@ -538,6 +563,256 @@ static void fault_sweep(void **state) {
                   clbn_strategy_name(plan.strategy), (unsigned long long)n, list);
     buffers_release(&op_b);
     buffers_release(&prep_b);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sweeps of the calls that are not ops: a context's creation with its first program from the
+ * warm cache, and a state object's save and load. Each call failed in turn: the entry point
+ * returns a status and a message (or, where the library has a fallback, succeeds with a
+ * working result), leaves what it was given as it was, and leaks no OpenCL object.
+ * ------------------------------------------------------------------------------------------ */
+typedef struct call_sweep {
+    const char *name;
+    clbn_status (*call)(void);   /* what is swept; injection is on only inside it */
+    void (*check_failed)(void);  /* after a call that returned an error */
+    void (*check_success)(void); /* after a call that succeeded: its result works */
+    void (*cleanup)(void);       /* releases what the call made, before the leak check */
+    int (*may_recover)(int id);  /* a failure of this function has a fallback; NULL: none */
+} call_sweep;
+
+static char g_sweep_dir[64];    /* a warm program cache, and the state file */
+static char g_state_path[128];  /* the state file the save and load sweeps use */
+static clbn_context *g_new_ctx; /* the context sweep's result */
+static char g_ctx_device[256];  /* the default context's device: the sweep's selector */
+static clbn_bn *g_saved_bn;     /* the object saved (and compared with what is loaded) */
+static clbn_bn *g_loaded_bn;    /* the load sweep's result */
+static unsigned char *g_file;   /* the state file's bytes before each save */
+static size_t g_file_size;
+
+static unsigned char *file_bytes(const char *path, size_t *n) {
+    unsigned char *data = NULL;
+    TU_OK(clbn_read_file(path, &data, n));
+    return data;
+}
+
+static void run_call_sweep(const call_sweep *cs) {
+    cl_counts objects;
+    cl_count_get(&objects);
+    clbn_cl = fault_api;
+    fault_arm(0);
+    clbn_status st = cs->call();
+    fault_disarm();
+    clbn_cl = *g_below;
+    const uint64_t n = g_fault.calls;
+    TU_OK(st);
+    cs->check_success();
+    cs->cleanup();
+    expect_no_leak(&objects, cs->name, 0);
+    assert_true(n > 0);
+
+    unsigned failed = 0, passed = 0, recovered = 0;
+    for (uint64_t k = 1; k <= n; k++) {
+        cl_count_get(&objects);
+        clbn_cl = fault_api;
+        fault_arm(k);
+        st = cs->call();
+        fault_disarm();
+        clbn_cl = *g_below;
+        char message[512];
+        snprintf(message, sizeof message, "%s", clbn_last_error_message());
+        if (g_fault.failed_id < 0)
+            fail_msg("%s: call %llu of %llu never came (%llu calls this time)", cs->name,
+                     (unsigned long long)k, (unsigned long long)n,
+                     (unsigned long long)g_fault.calls);
+        const int id = g_fault.failed_id;
+        if (g_fault.injected == CL_SUCCESS || st == CLBN_SUCCESS) {
+            if (st != CLBN_SUCCESS)
+                fail_msg("%s: call %llu (%s, passed through) and it returned %s: %s", cs->name,
+                         (unsigned long long)k, fault_names[id], clbn_status_name(st), message);
+            if (g_fault.injected != CL_SUCCESS && !(cs->may_recover && cs->may_recover(id)))
+                fail_msg("%s: call %llu (%s) failed with %s, but it returned CLBN_SUCCESS",
+                         cs->name, (unsigned long long)k, fault_names[id],
+                         clbn_status_name((clbn_status)g_fault.injected));
+            if (g_fault.injected == CL_SUCCESS)
+                passed++;
+            else
+                recovered++;
+            cs->check_success();
+        } else {
+            failed++;
+            if (message[0] == '\0')
+                fail_msg("%s: call %llu (%s) failed, it returned %s with an empty message",
+                         cs->name, (unsigned long long)k, fault_names[id], clbn_status_name(st));
+            cs->check_failed();
+        }
+        cs->cleanup();
+        expect_no_leak(&objects, cs->name, k);
+    }
+    print_message("      %s: %llu OpenCL calls, each failed in turn: %u errors, %u recovered by a "
+                  "fallback, %u passed through\n",
+                  cs->name, (unsigned long long)n, failed, recovered, passed);
+}
+
+/* The context: clbn_context_create on the warm cache folder, then its first program variant. */
+static clbn_status ctx_call(void) {
+    clbn_context_options o;
+    clbn_context_options_init(&o);
+    o.cache_dir = g_sweep_dir;
+    o.device = g_ctx_device; /* by name: a fault may not move the context to another device */
+    g_new_ctx = NULL;
+    clbn_status st = clbn_context_create(&o, &g_new_ctx);
+    if (st != CLBN_SUCCESS)
+        return st;
+    cl_program p = NULL;
+    return clbn_context_program(g_new_ctx, 0, &p);
+}
+
+static void ctx_failed(void) {
+    /* a failed build leaves a context that builds when asked again */
+    if (g_new_ctx) {
+        cl_program p = NULL;
+        TU_OK(clbn_context_program(g_new_ctx, 0, &p));
+    }
+}
+
+static void ctx_works(void) {
+    assert_non_null(g_new_ctx);
+    clbn_device_info info;
+    TU_OK(clbn_context_get_device_info(g_new_ctx, &info));
+    if (strcmp(info.device_name, g_ctx_device) != 0)
+        fail_msg("after failing call %s the context is on %s, not %s",
+                 g_fault.failed_id >= 0 ? fault_names[g_fault.failed_id] : "none", info.device_name,
+                 g_ctx_device);
+    clbn_bn_options o;
+    clbn_bn_options_init(&o);
+    o.channels = 3;
+    clbn_bn *bn = NULL;
+    TU_OK(clbn_bn_create(g_new_ctx, &o, &bn));
+    cl_kernel k = NULL;
+    TU_OK(clbn_bn_kernel(bn, 0, (clbn_kernel_id)0, &k));
+    clbn_bn_release(bn);
+}
+
+static void ctx_cleanup(void) {
+    clbn_context_release(g_new_ctx);
+    g_new_ctx = NULL;
+}
+
+/* Two fallbacks: the device list skips a platform or device whose queries fail (ctx_works
+ * checks that the device named was still the one chosen), and a cached binary that cannot be
+ * loaded is built from source again (and storing it is best effort). */
+static int ctx_may_recover(int id) {
+    return id == FAULT_ID_clGetPlatformInfo || id == FAULT_ID_clGetDeviceIDs ||
+           id == FAULT_ID_clGetDeviceInfo || id == FAULT_ID_clCreateProgramWithBinary ||
+           id == FAULT_ID_clBuildProgram || id == FAULT_ID_clGetProgramInfo;
+}
+
+/* The save: over an existing file. */
+static clbn_status save_call(void) {
+    return clbn_bn_save(g_saved_bn, g_state_path);
+}
+
+static void save_failed(void) {
+    size_t n = 0;
+    unsigned char *now = file_bytes(g_state_path, &n);
+    if (n != g_file_size || memcmp(now, g_file, n) != 0)
+        fail_msg("a failed save (call %s) changed the file", fault_names[g_fault.failed_id]);
+    free(now);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s | grep '^state\\.clbn.')\"", g_sweep_dir);
+    if (system(cmd) != 0)
+        fail_msg("a failed save (call %s) left a file behind", fault_names[g_fault.failed_id]);
+}
+
+static void save_done(void) {
+    size_t n = 0;
+    unsigned char *now = file_bytes(g_state_path, &n);
+    assert_int_equal(n, g_file_size); /* the same object saved again: the same bytes */
+    assert_memory_equal(now, g_file, n);
+    free(now);
+}
+
+static void nothing(void) {}
+
+/* The load: into a new object on the default context. */
+static clbn_status load_call(void) {
+    g_loaded_bn = (clbn_bn *)&g_loaded_bn; /* must come back NULL on failure */
+    return clbn_bn_load(g_ctx[CTX_DEFAULT], g_state_path, &g_loaded_bn);
+}
+
+static void load_failed(void) {
+    if (g_loaded_bn)
+        fail_msg("a failed load (call %s) returned an object", fault_names[g_fault.failed_id]);
+}
+
+static void load_done(void) {
+    snapshot a, b;
+    snapshot_take(g_saved_bn, 5, &a);
+    snapshot_take(g_loaded_bn, 5, &b);
+    if (snapshot_changes(&a, &b, 5) != 0)
+        fail_msg("the loaded object differs from the saved one");
+    snapshot_free(&a);
+    snapshot_free(&b);
+}
+
+static void load_cleanup(void) {
+    if (g_loaded_bn != (clbn_bn *)&g_loaded_bn)
+        clbn_bn_release(g_loaded_bn);
+    g_loaded_bn = NULL;
+}
+
+static void context_and_file_sweeps(void **state) {
+    (void)state;
+    snprintf(g_sweep_dir, sizeof g_sweep_dir, "/tmp/clbn-test-faults-XXXXXX");
+    assert_non_null(mkdtemp(g_sweep_dir));
+    snprintf(g_state_path, sizeof g_state_path, "%s/state.clbn", g_sweep_dir);
+    clbn_device_info info;
+    TU_OK(clbn_context_get_device_info(g_ctx[CTX_DEFAULT], &info));
+    snprintf(g_ctx_device, sizeof g_ctx_device, "%s", info.device_name);
+    /* Warm the cache with variant 0. */
+    assert_int_equal(ctx_call(), CLBN_SUCCESS);
+    ctx_cleanup();
+    const call_sweep ctx_sweep = {"context create + first program (warm cache)",
+                                  ctx_call,
+                                  ctx_failed,
+                                  ctx_works,
+                                  ctx_cleanup,
+                                  ctx_may_recover};
+    run_call_sweep(&ctx_sweep);
+
+    /* A state object with every vector distinct, saved once. */
+    clbn_bn_options o;
+    clbn_bn_options_init(&o);
+    o.channels = 5;
+    TU_OK(clbn_bn_create(g_ctx[CTX_DEFAULT], &o, &g_saved_bn));
+    for (int v = 0; v < CLBN_VECTOR_COUNT; v++) {
+        float x[5];
+        for (int c = 0; c < 5; c++)
+            x[c] = 0.5f + (float)v + 0.125f * (float)c;
+        TU_OK(clbn_bn_write_vector(g_saved_bn, (clbn_vector)v, x, 5));
+    }
+    TU_OK(clbn_bn_set_batches_tracked(g_saved_bn, 42));
+    TU_OK(clbn_bn_save(g_saved_bn, g_state_path));
+    g_file = file_bytes(g_state_path, &g_file_size);
+    snapshot before, after;
+    snapshot_take(g_saved_bn, 5, &before);
+    const call_sweep save_sweep = {"clbn_bn_save", save_call, save_failed,
+                                   save_done,      nothing,   NULL};
+    run_call_sweep(&save_sweep);
+    snapshot_take(g_saved_bn, 5, &after);
+    if (snapshot_changes(&before, &after, 5) != 0)
+        fail_msg("the saves changed the object saved");
+    snapshot_free(&before);
+    snapshot_free(&after);
+    const call_sweep load_sweep = {"clbn_bn_load", load_call,    load_failed,
+                                   load_done,      load_cleanup, NULL};
+    run_call_sweep(&load_sweep);
+
+    clbn_bn_release(g_saved_bn);
+    free(g_file);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_sweep_dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* The table covers every reduction strategy of the training forward, in both layouts. */
@@ -779,10 +1054,11 @@ static void wg48_correct(void **state) {
 
 /* ------------------------------------------------------------------------------------------ */
 int main(void) {
-    static struct CMUnitTest sweep[FAULT_CASE_COUNT + 1];
+    static struct CMUnitTest sweep[FAULT_CASE_COUNT + 2];
     static char sweep_names[FAULT_CASE_COUNT][256];
     size_t n = 0;
     sweep[n++] = (struct CMUnitTest)cmocka_unit_test(sweep_covers_every_strategy);
+    sweep[n++] = (struct CMUnitTest)cmocka_unit_test(context_and_file_sweeps);
     for (size_t i = 0; i < FAULT_CASE_COUNT; i++) {
         case_name(&fault_cases[i], sweep_names[i], sizeof sweep_names[i]);
         sweep[n++] =
