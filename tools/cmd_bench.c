@@ -968,17 +968,15 @@ int clbn_cmd_bench(int argc, char **argv) {
     int p = parse(argc, argv, &o);
     if (p)
         return p == 1 ? CLBN_EXIT_OK : CLBN_EXIT_USAGE;
-    /* Opened first, so an unwritable path is known before minutes of measuring. */
-    FILE *json = NULL;
-    if (o.json && !(json = fopen(o.json, "w"))) {
-        fprintf(stderr, "clbn bench: cannot write %s: %s\n", o.json, strerror(errno));
+    /* Its temporary is created first, so an unwritable folder is known before minutes of
+     * measuring; the file itself is replaced only once it is written in full. */
+    clbn_tool_out json = {0};
+    if (o.json && clbn_tool_out_open(&json, "clbn bench", o.json))
         return BENCH_EXIT_JSON;
-    }
     print_starts(&o);
     clbn_context *ctx = make_context(&o, NULL);
     if (!ctx) {
-        if (json)
-            fclose(json);
+        clbn_tool_out_abort(&json);
         return CLBN_EXIT_FAILURE;
     }
     clbn_device_info info;
@@ -1007,14 +1005,10 @@ int clbn_cmd_bench(int argc, char **argv) {
     for (size_t i = 0; i < o.nshapes && rc == CLBN_EXIT_OK; i++)
         if (bench_shape(&o, ctx, i, &lim, &recs))
             rc = CLBN_EXIT_FAILURE;
-    if (json) {
-        int ok = json_write(json, &o, &recs, &info, &lim, cache_source);
-        ok = fclose(json) == 0 && ok;
-        if (!ok) {
-            fprintf(stderr, "clbn bench: writing %s failed\n", o.json);
-            if (rc == CLBN_EXIT_OK)
-                rc = BENCH_EXIT_JSON;
-        }
+    if (json.f) {
+        json_write(json.f, &o, &recs, &info, &lim, cache_source);
+        if (clbn_tool_out_commit(&json) && rc == CLBN_EXIT_OK)
+            rc = BENCH_EXIT_JSON;
     }
     free(recs.v);
     clbn_context_release(ctx);

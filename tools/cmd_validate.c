@@ -1291,34 +1291,13 @@ static void json_write_body(const vstate *v, FILE *f) {
     fprintf(f, "},\n  \"failures\": %zu\n}\n", v->failures);
 }
 
-/* Written to a temporary file beside path, synced, then renamed over it. */
+/* Written to a temporary file beside path, synced, then renamed over it (clbn_tool_out). */
 static int json_write(const vstate *v, const char *path) {
-    dstr tmp = {0};
-    ds_printf(&tmp, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp.p);
-    if (fd < 0) {
-        fprintf(stderr, "clbn validate: cannot create a temporary file beside %s: %s\n", path,
-                strerror(errno));
-        free(tmp.p);
+    clbn_tool_out o;
+    if (clbn_tool_out_open(&o, "clbn validate", path))
         return 0;
-    }
-    FILE *f = fdopen(fd, "w");
-    int ok = f != NULL;
-    if (ok) {
-        json_write_body(v, f);
-        ok = fflush(f) == 0 && !ferror(f) && fsync(fd) == 0;
-        ok = (fclose(f) == 0) && ok;
-    } else {
-        close(fd);
-    }
-    if (ok && rename(tmp.p, path) != 0)
-        ok = 0;
-    if (!ok) {
-        fprintf(stderr, "clbn validate: cannot write %s: %s\n", path, strerror(errno));
-        unlink(tmp.p);
-    }
-    free(tmp.p);
-    return ok;
+    json_write_body(v, o.f);
+    return clbn_tool_out_commit(&o) == 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -2425,8 +2404,11 @@ int clbn_cmd_validate(int argc, char **argv) {
     }
     if (v.o.compare)
         run_compare(&v);
-    if (v.o.json && !json_write(&v, v.o.json))
+    size_t io_failed = 0; /* the JSON file could not be written: exit 3 unless a check failed */
+    if (v.o.json && !json_write(&v, v.o.json)) {
         v.failures++;
+        io_failed = 1;
+    }
     size_t results = 0;
     for (size_t ti = 0; ti < v.ntg; ti++)
         results += v.tg[ti].passed + v.tg[ti].failed;
@@ -2459,5 +2441,5 @@ int clbn_cmd_validate(int argc, char **argv) {
     free(v.pair_text.p);
     free_old(&v);
     free(v.o.devices);
-    return v.failures ? CLBN_EXIT_FAILURE : CLBN_EXIT_OK;
+    return v.failures > io_failed ? CLBN_EXIT_FAILURE : io_failed ? CLBN_EXIT_IO : CLBN_EXIT_OK;
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct clbn_command {
     const char *name;
@@ -98,4 +99,58 @@ int clbn_tool_parse_int(const char *v, int lo, int hi, int *out) {
         return 1;
     *out = (int)x;
     return 0;
+}
+
+int clbn_tool_out_open(clbn_tool_out *o, const char *cmd, const char *path) {
+    o->path = path;
+    o->cmd = cmd;
+    o->f = NULL;
+    size_t n = strlen(path) + sizeof ".tmp-XXXXXX";
+    o->tmp = malloc(n);
+    if (!o->tmp) {
+        fprintf(stderr, "%s: cannot write %s: out of host memory\n", cmd, path);
+        return CLBN_EXIT_IO;
+    }
+    snprintf(o->tmp, n, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(o->tmp);
+    if (fd >= 0 && !(o->f = fdopen(fd, "wb"))) {
+        int e = errno;
+        close(fd);
+        unlink(o->tmp);
+        errno = e;
+    }
+    if (!o->f) {
+        fprintf(stderr, "%s: cannot write %s: %s\n", cmd, path, strerror(errno));
+        free(o->tmp);
+        o->tmp = NULL;
+        return CLBN_EXIT_IO;
+    }
+    return 0;
+}
+
+int clbn_tool_out_commit(clbn_tool_out *o) {
+    errno = 0;
+    int bad = ferror(o->f) || fflush(o->f) != 0 || fsync(fileno(o->f)) != 0;
+    int e = errno;
+    bad |= fclose(o->f) != 0;
+    o->f = NULL;
+    if (!bad && rename(o->tmp, o->path) == 0) {
+        free(o->tmp);
+        o->tmp = NULL;
+        return 0;
+    }
+    e = errno ? errno : e ? e : EIO;
+    fprintf(stderr, "%s: cannot write %s: %s\n", o->cmd, o->path, strerror(e));
+    clbn_tool_out_abort(o);
+    return CLBN_EXIT_IO;
+}
+
+void clbn_tool_out_abort(clbn_tool_out *o) {
+    if (o->f)
+        fclose(o->f);
+    o->f = NULL;
+    if (o->tmp)
+        unlink(o->tmp);
+    free(o->tmp);
+    o->tmp = NULL;
 }

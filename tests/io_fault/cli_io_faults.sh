@@ -4,7 +4,7 @@
 # hook (io_fault.c, preloaded): each exits 3 with one line on stderr naming the error, the old
 # files are byte for byte as they were, and no temporary file is left. Saves: `clbn run`'s
 # state file and outputs, `clbn train --save`'s weights and batch-norm states, `clbn tune`'s
-# tuning file.
+# tuning file, the --json reports of `clbn bench` and `clbn validate`.
 # Usage: cli_io_faults.sh CLBN_BINARY HOOK_LIBRARY WORK_DIR
 set -u
 CLBN=$1
@@ -92,6 +92,22 @@ CLBN_CACHE_DIR="$WORK/cache" "$CLBN" tune --shape 2,16,8,8 --runs 2 >tune.txt 2>
     fail "baseline clbn tune: $(tail -3 tune.txt)"
 for err in ENOSPC EROFS EACCES; do
     CLBN_CACHE_DIR="$WORK/cache" expect_io "clbn tune" $err cache tune --shape 2,16,8,8 --runs 2
+done
+
+# clbn bench --json and clbn validate --json: their reports.
+mkdir -p reports
+# validate checks one device here: the suite's CLBN_EXPECT_DEVICES (all the test devices) would
+# fail it for the device count, whatever the hook does.
+unset CLBN_EXPECT_DEVICES
+"$CLBN" bench --shape 2,4,4,4 --runs 2 --json reports/bench.json >/dev/null 2>&1 ||
+    fail "baseline clbn bench --json"
+"$CLBN" validate --device pthread --suite quick --json reports/validate.json >validate.txt 2>&1 ||
+    fail "baseline clbn validate --json: $(tail -3 validate.txt)"
+for err in ENOSPC EROFS EACCES; do
+    expect_io "clbn bench --json" $err reports bench --shape 2,4,4,4 --runs 2 \
+        --json "$WORK/reports/bench.json"
+    expect_io "clbn validate --json" $err reports validate --device pthread --suite quick \
+        --json "$WORK/reports/validate.json"
 done
 
 echo "$checks file-fault checks, $failures failures"
