@@ -45,18 +45,27 @@ static clbn_status build_log_error(clbn_context *ctx, cl_program prog, cl_int er
     return CLBN_ERROR_BUILD_FAILED;
 }
 
+int clbn_cache_parse(const unsigned char *data, size_t n, const unsigned char **bin, size_t *blen) {
+    *bin = NULL;
+    *blen = 0;
+    if (!data || n <= CACHE_HEADER || memcmp(data, CACHE_MAGIC, 8) != 0 ||
+        clbn_get_u64(data + 8) != n - CACHE_HEADER ||
+        clbn_get_u64(data + 16) != clbn_fnv1a(CLBN_FNV_INIT, data + CACHE_HEADER, n - CACHE_HEADER))
+        return 0;
+    *bin = data + CACHE_HEADER;
+    *blen = n - CACHE_HEADER;
+    return 1;
+}
+
 static cl_program try_cached(clbn_context *ctx, const char *path, const char *options) {
     unsigned char *data = NULL;
     size_t n = 0;
     if (clbn_read_file(path, &data, &n) != CLBN_SUCCESS)
         return NULL;
     cl_program prog = NULL;
-    if (n > CACHE_HEADER && !memcmp(data, CACHE_MAGIC, 8) &&
-        clbn_get_u64(data + 8) == n - CACHE_HEADER &&
-        clbn_get_u64(data + 16) ==
-            clbn_fnv1a(CLBN_FNV_INIT, data + CACHE_HEADER, n - CACHE_HEADER)) {
-        const unsigned char *bin = data + CACHE_HEADER;
-        size_t blen = n - CACHE_HEADER;
+    const unsigned char *bin = NULL;
+    size_t blen = 0;
+    if (clbn_cache_parse(data, n, &bin, &blen)) {
         cl_int bstatus = CL_SUCCESS, err = CL_SUCCESS;
         prog = clbn_cl.clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &blen, &bin,
                                                  &bstatus, &err);

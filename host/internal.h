@@ -157,6 +157,9 @@ clbn_status clbn_context_kernel_info(clbn_context *ctx, int variant, clbn_kernel
  * folder when there is one. A build failure returns CLBN_ERROR_BUILD_FAILED with the log. */
 clbn_status clbn_build_cached(clbn_context *ctx, const char *source, size_t source_len,
                               const char *options, cl_program *program);
+/* Checks a cache entry read from disk (magic, length, checksum): 1 with the program binary in
+ * *bin (inside data) and *blen, or 0 for a damaged or foreign entry. Pure: no OpenCL, no I/O. */
+int clbn_cache_parse(const unsigned char *data, size_t n, const unsigned char **bin, size_t *blen);
 /* The cache folder to use: options, $CLBN_CACHE_DIR, $XDG_CACHE_HOME/clbn, ~/.cache/clbn.
  * malloc'd; NULL when none can be found. */
 char *clbn_default_cache_dir(const char *requested);
@@ -189,5 +192,12 @@ struct clbn_bn_s {
 clbn_status clbn_bn_kernel(clbn_bn *bn, int variant, clbn_kernel_id id, cl_kernel *kernel);
 /* Validates options (used by create and load). */
 clbn_status clbn_check_options(const clbn_bn_options *o);
+/* Checks a state file read into buf (size bytes; path names it in messages, NULL: "(memory)"):
+ * magic, version, header, size, checksum, options. On success *o holds the options, *t the
+ * batches tracked and *vectors the CLBN_VECTOR_COUNT * channels little-endian floats (inside
+ * buf); otherwise the CLBN_ERROR_FILE_* status with its message, *o the defaults, *vectors NULL.
+ * Pure: no OpenCL, no I/O (clbn_bn_load's checks, also run by the fuzz target). */
+clbn_status clbn_bn_parse_state(const unsigned char *buf, size_t size, const char *path,
+                                clbn_bn_options *o, uint64_t *t, const unsigned char **vectors);
 
 #endif

@@ -4,6 +4,7 @@
 #include "idx.h"
 #include "tools.h"
 #include "train_net.h"
+#include "weights.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,7 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #define VALID_ROWS 5000 /* the last training images, held out */
 #define SINGLE_ROWS 200
@@ -205,56 +205,14 @@ static void shuffle(int32_t *v, size_t n, uint64_t *s) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Files: temporary, fsync, rename (as clbn_bn_save) */
+/* Files: temporary, fsync, rename (clbn_tool_out, as clbn_bn_save) */
 
-typedef struct out_file {
-    char tmp[4200];
-    const char *path;
-    FILE *f;
-} out_file;
-
-static int out_open(out_file *o, const char *path) {
-    o->path = path;
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp-%ld", path, (long)getpid());
-    o->f = fopen(o->tmp, "wb");
-    if (!o->f)
-        fprintf(stderr, "clbn train: cannot write %s: %s\n", path, strerror(errno));
-    return o->f ? 0 : CLBN_EXIT_IO;
-}
-
-static int out_close(out_file *o) {
-    int bad = ferror(o->f) || fflush(o->f) != 0 || fsync(fileno(o->f)) != 0;
-    int e = errno;
-    bad |= fclose(o->f) != 0;
-    if (!bad && rename(o->tmp, o->path) == 0)
-        return 0;
-    e = errno ? errno : e;
-    unlink(o->tmp);
-    fprintf(stderr, "clbn train: cannot write %s: %s\n", o->path, strerror(e));
-    return CLBN_EXIT_IO;
-}
-
-/* The weights file: "CLBNWTS\0", version, layers, sizes, bn, activation, then per layer W and
- * (where it has one) b as little-endian floats, then the CRC-32 of everything before it. */
-static const char weights_magic[8] = {'C', 'L', 'B', 'N', 'W', 'T', 'S', 0};
-#define WEIGHTS_VERSION 1u
-
+/* The weights file (tools/weights.c): the network's parameters read back, encoded, written. */
 static int write_weights(tn_net *net, const char *path) {
     const tn_config *c = tn_get_config(net);
-    out_file o;
-    int rc = out_open(&o, path);
-    if (rc)
-        return rc;
-    uint32_t head[4 + TN_MAX_LAYERS + 1] = {WEIGHTS_VERSION, (uint32_t)c->layers, (uint32_t)c->bn,
-                                            (uint32_t)c->act};
-    for (int l = 0; l <= c->layers; l++)
-        head[4 + l] = (uint32_t)c->sizes[l];
-    const size_t hn = 4 + (size_t)c->layers + 1;
-    uLong crc = crc32(0L, (const Bytef *)weights_magic, sizeof weights_magic);
-    crc = crc32(crc, (const Bytef *)head, (uInt)(hn * 4));
-    fwrite(weights_magic, 1, sizeof weights_magic, o.f);
-    fwrite(head, 4, hn, o.f);
+    float *W[TN_MAX_LAYERS] = {0}, *b[TN_MAX_LAYERS] = {0};
     char err[512];
+    int rc = 0;
     for (int l = 1; l <= c->layers && !rc; l++)
         for (int p = 0; p < 2 && !rc; p++) {
             if (p == 1 && c->bn && l < c->layers)
@@ -264,88 +222,24 @@ static int write_weights(tn_net *net, const char *path) {
             if (!v || tn_read(net, p ? TN_B : TN_W, l, v, n, err, sizeof err)) {
                 fprintf(stderr, "clbn train: reading the weights: %s\n", v ? err : "no memory");
                 rc = CLBN_EXIT_FAILURE;
-            } else {
-                crc = crc32(crc, (const Bytef *)v, (uInt)(n * 4));
-                fwrite(v, 4, n, o.f);
             }
-            free(v);
+            (p ? b : W)[l - 1] = v;
         }
-    uint32_t c32 = (uint32_t)crc;
-    fwrite(&c32, 4, 1, o.f);
-    if (rc) {
-        fclose(o.f);
-        unlink(o.tmp);
-        return rc;
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    if (!rc && weights_encode(c, (const float *const *)W, (const float *const *)b, &bytes, &len)) {
+        fprintf(stderr, "clbn train: encoding the weights: no memory\n");
+        rc = CLBN_EXIT_FAILURE;
     }
-    return out_close(&o);
-}
-
-/* Reads a weights file into cfg and per-layer arrays (W, then b or NULL); 0, or 2 with a
- * message for a missing, truncated, corrupt or foreign file. */
-static int read_weights(const char *path, tn_config *cfg, float **W, float **b) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "clbn train: cannot read %s: %s\n", path, strerror(errno));
-        return CLBN_EXIT_USAGE;
+    weights_free(W, b);
+    clbn_tool_out o;
+    rc = rc ? rc : clbn_tool_out_open(&o, "clbn train", path);
+    if (!rc) {
+        fwrite(bytes, 1, len, o.f);
+        rc = clbn_tool_out_commit(&o);
     }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = size > 0 ? malloc((size_t)size) : NULL;
-    int ok = buf && fread(buf, 1, (size_t)size, f) == (size_t)size;
-    fclose(f);
-    const char *why = NULL;
-    uint32_t h[4 + TN_MAX_LAYERS + 1];
-    size_t at = 8 + 16;
-    if (!ok || size < 8 + 16 + 4 || memcmp(buf, weights_magic, 8) != 0)
-        why = "not a clbn weights file";
-    else {
-        memcpy(h, buf + 8, 16);
-        uint32_t stored;
-        memcpy(&stored, buf + size - 4, 4);
-        if (h[0] != WEIGHTS_VERSION)
-            why = "unsupported version";
-        else if ((uint32_t)crc32(0L, buf, (uInt)(size - 4)) != stored)
-            why = "checksum mismatch (corrupt or truncated)";
-        else if (h[1] < 2 || h[1] > TN_MAX_LAYERS || h[2] > 1 ||
-                 (h[3] != CLBN_ACTIVATION_RELU && h[3] != CLBN_ACTIVATION_SIGMOID) ||
-                 (size_t)size < at + 4 * (h[1] + 1) + 4)
-            why = "malformed header";
-    }
-    if (!why) {
-        memcpy(h + 4, buf + at, 4 * (h[1] + 1));
-        at += 4 * (h[1] + 1);
-        *cfg = (tn_config){.layers = (int)h[1], .bn = (int)h[2], .act = (clbn_activation)h[3]};
-        size_t need = at + 4;
-        for (uint32_t l = 0; l <= h[1]; l++) {
-            cfg->sizes[l] = (int)h[4 + l];
-            if (h[4 + l] == 0 || h[4 + l] > 1u << 20)
-                why = "malformed layer sizes";
-        }
-        for (int l = 1; !why && l <= cfg->layers; l++)
-            need += 4 * ((size_t)cfg->sizes[l - 1] * (size_t)cfg->sizes[l] +
-                         ((!cfg->bn || l == cfg->layers) ? (size_t)cfg->sizes[l] : 0));
-        if (!why && need != (size_t)size)
-            why = "size does not match its layers";
-        for (int l = 1; !why && l <= cfg->layers; l++) {
-            size_t nw = (size_t)cfg->sizes[l - 1] * (size_t)cfg->sizes[l];
-            W[l - 1] = malloc(nw * 4);
-            memcpy(W[l - 1], buf + at, nw * 4);
-            at += nw * 4;
-            b[l - 1] = NULL;
-            if (!cfg->bn || l == cfg->layers) {
-                b[l - 1] = malloc((size_t)cfg->sizes[l] * 4);
-                memcpy(b[l - 1], buf + at, (size_t)cfg->sizes[l] * 4);
-                at += (size_t)cfg->sizes[l] * 4;
-            }
-        }
-    }
-    free(buf);
-    if (why) {
-        fprintf(stderr, "clbn train: %s: %s\n", path, why);
-        return CLBN_EXIT_USAGE;
-    }
-    return 0;
+    free(bytes);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -603,8 +497,8 @@ static int train_one(train_env *e, const train_args *a, int bn, const float *con
 /* Outputs */
 
 static int write_csv(const char *path, const run_result *r, int n) {
-    out_file o;
-    int rc = out_open(&o, path);
+    clbn_tool_out o;
+    int rc = clbn_tool_out_open(&o, "clbn train", path);
     if (rc)
         return rc;
     fprintf(o.f, "network,step,val_accuracy,loss\n");
@@ -612,7 +506,7 @@ static int write_csv(const char *path, const run_result *r, int n) {
         for (int i = 0; i < r[k].npoints; i++)
             fprintf(o.f, "%s,%d,%.6f,%.6f\n", r[k].bn ? "bn" : "plain", r[k].curve[i].step,
                     r[k].curve[i].val_acc, r[k].curve[i].loss);
-    return out_close(&o);
+    return clbn_tool_out_commit(&o);
 }
 
 static const char *act_name(clbn_activation a) {
@@ -621,8 +515,8 @@ static const char *act_name(clbn_activation a) {
 
 static int write_json(const char *path, const train_args *a, const train_env *e,
                       const run_result *r, int n) {
-    out_file o;
-    int rc = out_open(&o, path);
+    clbn_tool_out o;
+    int rc = clbn_tool_out_open(&o, "clbn train", path);
     if (rc)
         return rc;
     fprintf(o.f, "{\n  \"device\": \"%s\",\n  \"data\": \"%s\",\n  \"networks\": [\n",
@@ -645,7 +539,7 @@ static int write_json(const char *path, const train_args *a, const train_env *e,
         fprintf(o.f, "}%s\n", k + 1 < n ? "," : "");
     }
     fprintf(o.f, "  ]\n}\n");
-    return out_close(&o);
+    return clbn_tool_out_commit(&o);
 }
 
 /* gnuplot draws the curves from a data file of its own into a temporary PNG, renamed after. */
@@ -759,7 +653,7 @@ static int eval_saved(const train_args *a) {
     }
     tn_config cfg;
     float *W[TN_MAX_LAYERS] = {0}, *b[TN_MAX_LAYERS] = {0};
-    int rc = read_weights(file, &cfg, W, b);
+    int rc = weights_read(file, &cfg, W, b);
     train_env e = {0};
     tn_net *net = NULL;
     char err[1024];
