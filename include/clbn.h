@@ -85,9 +85,43 @@ CLBN_API const char *clbn_status_name(clbn_status status);
 /* A sentence saying what the status means. */
 CLBN_API const char *clbn_status_string(clbn_status status);
 /* The detail message of the last failed call on this thread (names the argument, holds the
- * build log, ...). "" when the last call succeeded. Valid until the next clbn call on this
- * thread. */
+ * build log, ...). "" when the last call succeeded. Each thread has its own: a call changes
+ * only the message of the thread that made it. The pointer is the calling thread's; it is valid
+ * until that thread's next clbn call or its exit (copy it to keep it or hand it on). */
 CLBN_API const char *clbn_last_error_message(void);
+
+/* ------------------------------------------------------------------------------------------
+ * Threads. clbn keeps no global state and needs no set-up, so any thread may call it. The
+ * rules, tested under ThreadSanitizer by tests/threads/test_threads.c:
+ * - Anywhere, at any time: calls that take neither a context nor a state object
+ *   (clbn_device_list, clbn_status_name/_string, clbn_last_error_message, the version calls,
+ *   the *_options_init and *_name functions).
+ * - A context may be shared by threads. At the same time, on different threads: its getters,
+ *   clbn_context_save_tuning, clbn_context_build_all, clbn_bn_create and clbn_bn_load on it,
+ *   and every call on its different state objects. A program variant is built once, on first
+ *   use, under the context's lock: a thread that needs a variant another thread is building
+ *   waits for it. Separate contexts share nothing but the cache folder, whose entries are
+ *   written atomically.
+ * - The caller serializes: clbn_context_set_tuning (no other call on that context meanwhile);
+ *   clbn_context_release (after every other thread is done with the context and every state
+ *   object created on it is released).
+ * - A state object is used by one thread at a time: every call that takes it, clbn_bn_release
+ *   included. Threads may share one by holding a lock of their own around each call, or
+ *   around calls that belong together (a training forward and the backward that reads the
+ *   statistics it saved). The lock orders the host side only; the calls must also run on the
+ *   device in the order they were made (the ordering rule of the state object, below).
+ * - Queues: the context's queue may be used by several threads at once (OpenCL queues are
+ *   thread-safe); commands run in the order they were enqueued, whichever thread enqueued
+ *   them, and a blocking clbn call (the vector copies, create, reset, folding, save) also waits
+ *   for whatever other threads enqueued there before it. A thread may pass a queue of its own
+ *   (on the context's cl_context) instead; calls on different state objects need no ordering
+ *   between them. Kernel objects are per state object, so threads never set the arguments of
+ *   one cl_kernel at once.
+ * - The caller's buffers follow OpenCL's rules: one buffer may be an input of calls in flight
+ *   at once, but the output of one call at a time, and work on other queues that touches it is
+ *   ordered with events. Events clbn returns are the caller's, to wait on or release from any
+ *   thread.
+ * ------------------------------------------------------------------------------------------ */
 
 /* ------------------------------------------------------------------------------------------
  * Devices
@@ -129,7 +163,8 @@ CLBN_API clbn_status clbn_device_list(clbn_device_info *infos, size_t capacity, 
 /* ------------------------------------------------------------------------------------------
  * Context: a device, a default in-order command queue, the built programs and the tuned
  * parameters for that device.
- * Thread rule: a context may be shared by threads (program builds are serialized inside).
+ * Thread rule: a context may be shared by threads (program builds are serialized inside), except
+ * for clbn_context_set_tuning and clbn_context_release; see "Threads" above.
  * ------------------------------------------------------------------------------------------ */
 typedef struct clbn_context_s clbn_context;
 
@@ -186,7 +221,8 @@ CLBN_API clbn_status clbn_context_create(const clbn_context_options *options,
 CLBN_API clbn_status clbn_context_wrap(cl_context cl_ctx, cl_command_queue queue,
                                        const clbn_context_options *options, clbn_context **context);
 
-/* Accepts NULL. Waits for the context's queue to finish. */
+/* Accepts NULL. Waits for the context's queue to finish. Release the context's state objects
+ * first, and only when no other thread uses the context. */
 CLBN_API void clbn_context_release(clbn_context *context);
 
 CLBN_API clbn_status clbn_context_get_device_info(const clbn_context *context,
@@ -219,7 +255,9 @@ CLBN_API clbn_status clbn_context_get_tuning(const clbn_context *context, clbn_t
                                              int *source);
 /* Sets the parameters for the plans made from now on (NULL: the defaults); fields out of range
  * (items 1-64, work-group 1-4096, groups per unit 1-64) are refused with
- * CLBN_ERROR_INVALID_OPTION and nothing changes. Not while other threads use the context. */
+ * CLBN_ERROR_INVALID_OPTION and nothing changes. Not concurrent with any other call on the
+ * context or its state objects (plans read the parameters without a lock): set them before
+ * threads start using the context, or while they are stopped. */
 CLBN_API clbn_status clbn_context_set_tuning(clbn_context *context, const clbn_tuning *tuning);
 /* Writes the parameters in force to the cache folder (atomically) for later contexts with the
  * same device, driver and limits; the file's path goes to path (if not NULL, cap bytes).
@@ -232,12 +270,16 @@ CLBN_API clbn_status clbn_context_build_all(clbn_context *context);
 
 /* ------------------------------------------------------------------------------------------
  * Batch-norm state object.
- * Thread rule: a state object is used by one thread at a time.
+ * Thread rule: a state object is used by one thread at a time (every call on it, release
+ * included); threads that share one hold a lock of their own around each call. See "Threads".
  * Ordering rule: the calls on one state object share its scratch memory and its double
  * buffers, so they must run on the device in the order they were made: enqueue them on one
  * in-order queue, or, when they use different queues, make each call wait (wait_list) for the
- * previous call's event. Two calls of one state object in flight at once, unordered, race.
- * Out-of-order queues are refused.
+ * previous call's event, and flush the previous call's queue (clFlush) before another queue
+ * waits for its event (OpenCL requires it). Two calls of one state object in flight at once,
+ * unordered, race. The blocking accessors (vector copies, reset, folding, save) run on the
+ * context's queue: after calls on another queue, wait for the last one's event (or finish that
+ * queue) first. Out-of-order queues are refused.
  * ------------------------------------------------------------------------------------------ */
 typedef struct clbn_bn_s clbn_bn;
 
