@@ -223,7 +223,10 @@ static int write_weights(tn_net *net, const char *path) {
                 fprintf(stderr, "clbn train: reading the weights: %s\n", v ? err : "no memory");
                 rc = CLBN_EXIT_FAILURE;
             }
-            (p ? b : W)[l - 1] = v;
+            if (p)
+                b[l - 1] = v;
+            else
+                W[l - 1] = v;
         }
     unsigned char *bytes = NULL;
     size_t len = 0;
