@@ -45,6 +45,7 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
         return;
     const uint nk = (uint)min((ulong)CLBN_CPI, cv - ci0);
     vfloat hi[CLBN_CPI], lo[CLBN_CPI], a[CLBN_CPI], b[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         const ulong c0 = (ci0 + (k < nk ? k : 0)) * CLBN_VEC; /* a dead slot repeats the first */
         float th[CLBN_VEC], tl[CLBN_VEC];
@@ -64,6 +65,7 @@ __kernel void clbn_apply_nhwc(__global const float *x, ulong x_off, __global flo
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
     for (ulong r = start; r < stop; r += step) {
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + k * CLBN_VEC;

@@ -96,6 +96,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     clbn_item_range(begin, end, l1, rw, blocked, &start, &stop, &step);
     clbn_sums acc[CLBN_CPI];
     vfloat mu[CLBN_CPI], inv[CLBN_CPI], ra[CLBN_CPI], rb[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_sums_init(&acc[k]);
         mu[k] = inv[k] = ra[k] = rb[k] = (vfloat)(0.0f);
@@ -106,6 +107,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     /* The run sums stay in registers, counted once for all CLBN_CPI accumulators. */
     uint run = 0;
     for (ulong r = start; r < stop; r += step) {
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
@@ -116,6 +118,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
                 rb[k] += dz * ((VLOAD(x + x_off + o) - mu[k]) * inv[k]);
             }
         if (++run == CLBN_RUN) {
+            CLBN_UNROLL
             for (uint k = 0; k < CLBN_CPI; k++) {
                 clbn_sums_fold(&acc[k], ra[k], rb[k]);
                 ra[k] = rb[k] = (vfloat)(0.0f);
@@ -125,6 +128,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_sums_fold(&acc[k], ra[k], rb[k]);
         VSTORE(clbn_sums_a(&acc[k]), la + slot + k * CLBN_VEC);
@@ -153,6 +157,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     if (!apply || nk == 0)
         return;
     vfloat a[CLBN_CPI], k1[CLBN_CPI], k2[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         const ulong c0 = cbase + (k < nk ? k : 0) * CLBN_VEC; /* a dead slot repeats the first */
         const uint s = l0 * lanes + k * CLBN_VEC;
@@ -162,6 +167,7 @@ __kernel void clbn_bwd_reduce_nhwc(__global const float *x, ulong x_off, __globa
     }
     for (ulong t = start; t < stop; t += step) { /* blocked: last read, first */
         const ulong r = blocked ? start + stop - 1 - t : t;
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;
@@ -244,6 +250,7 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
     const uint nk = (uint)min((ulong)CLBN_CPI, cv - ci0);
     const ulong cbase = ci0 * CLBN_VEC;
     vfloat mu[CLBN_CPI], inv[CLBN_CPI], a[CLBN_CPI], k1[CLBN_CPI], k2[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         const ulong c0 = cbase + (k < nk ? k : 0) * CLBN_VEC; /* a dead slot repeats the first */
         clbn_channel_stats(c0, mean, mean_off, stat, stat_off, stat_is_var, eps, &mu[k], &inv[k]);
@@ -262,6 +269,7 @@ __kernel void clbn_dx_nhwc(__global const float *x, ulong x_off, __global const 
     ulong start, stop, step;
     clbn_item_range(0, R, get_global_id(1), get_global_size(1), blocked, &start, &stop, &step);
     for (ulong r = start; r < stop; r += step) {
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const ulong o = r * C + cbase + k * CLBN_VEC;

@@ -58,6 +58,26 @@ typedef CLBN_CAT(float, CLBN_VEC) vfloat;
 #define VSTORE_NT(v, p) VSTORE((v), (p))
 #endif
 
+/* Prefetch for CPU devices (the host's -DCLBN_STREAM_STORES, clang's builtin): a kernel that
+ * reads a channel's rows one after another (each H*W long, C*H*W apart) asks for the next row's
+ * line while it reads this one's, so that every row does not start with a cold hardware
+ * prefetcher (measured on PoCL, AMD Zen: 42 GB/s without, 70 with, reading shape
+ * 32,64,56,56 a channel at a time). OpenCL's own prefetch() is a no-op there; on every other
+ * device this is nothing. */
+#if defined(CLBN_STREAM_STORES) && defined(__has_builtin)
+#if __has_builtin(__builtin_prefetch)
+#define CLBN_PREFETCH(p) __builtin_prefetch((const __global void *)(p))
+#endif
+#endif
+#ifndef CLBN_PREFETCH
+#define CLBN_PREFETCH(p) ((void)0)
+#endif
+
+/* Loops over a compile-time count of vectors (CLBN_CPI) are unrolled, so that their arrays are
+ * registers: PoCL kept them on the stack, a load and a store per vector and row, and read
+ * NHWC at half the speed it reads memory. Compilers that do not know the pragma ignore it. */
+#define CLBN_UNROLL _Pragma("unroll")
+
 #define CLBN_ACT_NONE 0
 #define CLBN_ACT_RELU 1
 #define CLBN_ACT_SIGMOID 2

@@ -49,13 +49,16 @@ inline void clbn_row_moments_init(clbn_row_moments *r, float pivot) {
 }
 
 /* The run's sums are copied into locals for the loop: through the struct, every vector's add
- * waited for the previous one's store (a chain through memory, not registers). */
-inline void clbn_row_moments_add(clbn_row_moments *r, const __global float *row, ulong HW) {
+ * waited for the previous one's store (a chain through memory, not registers). pf: the
+ * distance in floats from this row to the next one the item reads (0: none), prefetched. */
+inline void clbn_row_moments_add(clbn_row_moments *r, const __global float *row, long pf,
+                                 ulong HW) {
     const float p = r->pivot;
     vfloat s = r->w.s, q = r->w.q;
     uint n = r->w.run_n;
     ulong i = 0;
     for (; i + CLBN_VEC <= HW; i += CLBN_VEC) {
+        CLBN_PREFETCH(row + i + pf);
         const vfloat d = VLOAD(row + i) - p;
         s += d;
         q = fma(d, d, q);
@@ -115,7 +118,7 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
     if (c0 < c1) {
         clbn_row_moments_init(&cur, clbn_pivot(xb + c0 * HW, HW, 1));
         for (ulong n = n0; n < n1; n++)
-            clbn_row_moments_add(&cur, xb + c0 * HW + n * CHW, HW);
+            clbn_row_moments_add(&cur, xb + c0 * HW + n * CHW, n + 1 < n1 ? (long)CHW : 0, HW);
     }
     int down = 1; /* the direction of the next pass over the rows */
     for (ulong c = c0; c < c1; c++) {
@@ -142,16 +145,17 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
             const float a = (use_scale ? gamma[c] : 1.0f) * invstd;
             const float b = use_shift ? beta[c] : 0.0f;
             __global float *yc = y + y_off + c * HW;
+            const long step = down ? -(long)CHW : (long)CHW;
             for (ulong k = 0; k < n1 - n0; k++) {
                 const ulong n = down ? n1 - 1 - k : n0 + k;
                 if (more)
-                    clbn_row_moments_add(&next, xn + n * CHW, HW);
+                    clbn_row_moments_add(&next, xn + n * CHW, k + 1 < n1 - n0 ? step : 0, HW);
                 clbn_normalize_span(xc + n * CHW, yc + n * CHW, HW, hi, lo, a, b, act);
             }
             down = !down;
         } else if (more) {
             for (ulong n = n0; n < n1; n++)
-                clbn_row_moments_add(&next, xn + n * CHW, HW);
+                clbn_row_moments_add(&next, xn + n * CHW, n + 1 < n1 ? (long)CHW : 0, HW);
         }
         if (more)
             cur = next;
@@ -203,13 +207,17 @@ inline void clbn_row_sums_init(clbn_row_sums *r, ulong c, CLBN_GRAD_ARGS) {
 }
 
 inline void clbn_row_sums_add(clbn_row_sums *r, const __global float *xr, const __global float *yr,
-                              const __global float *dyr, ulong HW, int act) {
+                              const __global float *dyr, long pf, ulong HW, int act) {
     const int need_y = act != CLBN_ACT_NONE;
     const float mu = r->mu, inv = r->inv;
     vfloat ra = r->acc.ra, rb = r->acc.rb; /* locals, as in clbn_row_moments_add */
     uint n = r->acc.run_n;
     ulong i = 0;
     for (; i + CLBN_VEC <= HW; i += CLBN_VEC) {
+        CLBN_PREFETCH(xr + i + pf);
+        CLBN_PREFETCH(dyr + i + pf);
+        if (need_y)
+            CLBN_PREFETCH(yr + i + pf);
         vfloat dz = VLOAD(dyr + i);
         if (need_y)
             dz = clbn_activation_grad(dz, VLOAD(yr + i), act);
@@ -259,7 +267,7 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
                            use_scale, act);
         for (ulong n = n0; n < n1; n++) {
             const ulong o = c0 * HW + n * CHW;
-            clbn_row_sums_add(&cur, xb + o, yb + o, dyb + o, HW, act);
+            clbn_row_sums_add(&cur, xb + o, yb + o, dyb + o, n + 1 < n1 ? (long)CHW : 0, HW, act);
         }
     }
     int down = 1;
@@ -280,11 +288,13 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
         if (final_step && apply) {
             clbn_write_grads(c, sdz, sdzx, accumulate, dgamma, dbeta);
             const float a = (use_scale ? gamma[c] : 1.0f) * cur.inv;
+            const long step = down ? -(long)CHW : (long)CHW;
             for (ulong k = 0; k < n1 - n0; k++) {
                 const ulong n = down ? n1 - 1 - k : n0 + k;
                 if (more) {
                     const ulong o = (c + 1) * HW + n * CHW;
-                    clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, HW, act);
+                    clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, k + 1 < n1 - n0 ? step : 0,
+                                      HW, act);
                 }
                 const ulong o = c * HW + n * CHW;
                 clbn_dx_span(xb + o, yb + o, dyb + o, dx + dx_off + o, HW, cur.mu, cur.inv, a,
@@ -294,7 +304,8 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
         } else if (more) {
             for (ulong n = n0; n < n1; n++) {
                 const ulong o = (c + 1) * HW + n * CHW;
-                clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, HW, act);
+                clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, n + 1 < n1 ? (long)CHW : 0, HW,
+                                  act);
             }
         }
         if (more)
@@ -329,11 +340,19 @@ __kernel void clbn_rows_dx_nchw(__global const float *x, ulong x_off, __global c
 
 /* ------------------------------------------------------------------------------------------
  * NHWC (and NC) on a CPU: every item takes a block of whole rows (all C channels of one
- * position, contiguous), so memory is read in long sequential runs whatever C is; the
- * per-channel state lives in the item's __local arrays (one item per group: on a CPU they are
- * the item's own cache-resident memory). The reduction writes partials per block of rows,
- * merged by clbn_stats_merge / clbn_bwd_merge; then the elementwise kernels below run.
+ * position, contiguous), so memory is read in long sequential runs when C <= 2048 (wider rows
+ * a tile of 2048 channels at a time); the per-channel state lives in the item's private
+ * arrays (one item per group: on a CPU they are the item's own cache-resident stack). The reduction
+ * writes partials per block of rows, merged by clbn_stats_merge / clbn_bwd_merge; then the
+ * elementwise kernels below run.
  * ------------------------------------------------------------------------------------------ */
+
+/* Channel vectors an NHWC item keeps per-channel state for in private arrays (2048 channels:
+ * 32 KB for four coefficients, 56 KB for the seven statistics vectors, on a CPU's stack).
+ * Private, not __local: PoCL read the same coefficients from a __local array (or a __global
+ * one) at 40 GB/s where a private one reads at the copy's 52 GB/s (shape 32,64,56,56; 26
+ * against 44 GB/s at 128,2048,7,7). Wider rows are taken a tile of channels at a time. */
+#define CLBN_ROWS_TILE (2048 / CLBN_VEC)
 
 /* This item's rows: a contiguous block of the R rows over dim1's items. */
 inline void clbn_rows_of_item(ulong R, ulong chunk, ulong *r0, ulong *r1) {
@@ -341,28 +360,39 @@ inline void clbn_rows_of_item(ulong R, ulong chunk, ulong *r0, ulong *r1) {
     *r1 = min(*r0 + chunk, R);
 }
 
-/* Folds the run sums (s, q) of n values per lane, kept in local arrays of cv vectors, into the
- * block moments (bm, bM, with count *bn); every channel has seen the same count. */
-inline void clbn_rows_fold(__local float *s, __local float *q, __local float *bm, __local float *bM,
-                           ulong cv, uint n, ulong *bn) {
+/* Folds the run sums (s, q) of n values per lane of nt vectors into the block moments (bm, bM,
+ * with count *bn); every channel has seen the same count. */
+inline void clbn_rows_fold(vfloat *s, vfloat *q, vfloat *bm, vfloat *bM, ulong nt, uint n,
+                           ulong *bn) {
     const float wb = (float)n / (float)(*bn + n), wa = (float)*bn * wb;
-    for (ulong j = 0; j < cv; j++) {
-        const ulong o = j * CLBN_VEC;
-        const vfloat sj = VLOAD(s + o), mean = sj / (vfloat)((float)n);
-        const vfloat m2 = fmax(VLOAD(q + o) - sj * mean, (vfloat)(0.0f));
-        const vfloat ma = VLOAD(bm + o), delta = mean - ma;
-        VSTORE(ma + delta * wb, bm + o);
-        VSTORE(VLOAD(bM + o) + m2 + delta * delta * wa, bM + o);
-        VSTORE((vfloat)(0.0f), s + o);
-        VSTORE((vfloat)(0.0f), q + o);
+    for (ulong j = 0; j < nt; j++) {
+        const vfloat mean = s[j] / (vfloat)((float)n);
+        const vfloat m2 = fmax(q[j] - s[j] * mean, (vfloat)(0.0f));
+        const vfloat delta = mean - bm[j];
+        bm[j] = bm[j] + delta * wb;
+        bM[j] = bM[j] + m2 + delta * delta * wa;
+        s[j] = q[j] = (vfloat)(0.0f);
     }
     *bn += n;
 }
 
+/* Merges the block moments (bm, bM, count bn) into the totals (tm, tM, count *tn): Chan. */
+inline void clbn_rows_block_merge(vfloat *tm, vfloat *tM, vfloat *bm, vfloat *bM, ulong nt,
+                                  ulong bn, ulong *tn) {
+    const float wb = (float)bn / (float)(*tn + bn), wa = (float)*tn * wb;
+    for (ulong j = 0; j < nt; j++) {
+        const vfloat delta = bm[j] - tm[j];
+        tm[j] = tm[j] + delta * wb;
+        tM[j] = tM[j] + bM[j] + delta * delta * wa;
+        bm[j] = bM[j] = (vfloat)(0.0f);
+    }
+    *tn += bn;
+}
+
 /* Statistics, NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of `chunk` rows;
- * local size 1. lm and lM each hold 4C floats: run sums, block moments, total moments and
- * (lm) the pivots. Writes partial moments per block (or, with final_step, finishes the
- * channels); never normalizes (apply must be 0). */
+ * local size 1. Per tile of channels, private run sums, block moments, total moments and
+ * pivots. Writes partial moments per block (or, with final_step, finishes the channels); never
+ * normalizes (apply must be 0); the local arrays go unused. */
 __kernel void clbn_rows_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
                                    ulong chunk, int blocked, __local ulong *ln, __local float *lm,
                                    __local float *lM, int final_step, __global ulong *pn,
@@ -371,109 +401,102 @@ __kernel void clbn_rows_stats_nhwc(__global const float *x, ulong x_off, ulong R
                                    __global const float *gamma, __global const float *beta,
                                    int use_scale, int use_shift, int act) {
     const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
-    __local float *s = lm, *bm = lm + C, *tm = lm + 2 * C, *piv = lm + 3 * C;
-    __local float *q = lM, *bM = lM + C, *tM = lM + 2 * C;
+    vfloat s[CLBN_ROWS_TILE], q[CLBN_ROWS_TILE], bm[CLBN_ROWS_TILE], bM[CLBN_ROWS_TILE];
+    vfloat tm[CLBN_ROWS_TILE], tM[CLBN_ROWS_TILE], piv[CLBN_ROWS_TILE];
     const __global float *xb = x + x_off;
-    for (ulong j = 0; j < cv; j++) {
-        const ulong o = j * CLBN_VEC;
-        VSTORE(clbn_pivot_v(xb + o, R, C), piv + o);
-        VSTORE((vfloat)(0.0f), s + o);
-        VSTORE((vfloat)(0.0f), q + o);
-        VSTORE((vfloat)(0.0f), bm + o);
-        VSTORE((vfloat)(0.0f), bM + o);
-        VSTORE((vfloat)(0.0f), tm + o);
-        VSTORE((vfloat)(0.0f), tM + o);
-    }
-    ulong r0, r1, bn = 0, tn = 0;
+    ulong r0, r1;
     clbn_rows_of_item(R, chunk, &r0, &r1);
-    uint run = 0, runs = 0;
-    for (ulong r = r0; r < r1; r++) {
-        const __global float *row = xb + r * C;
-        for (ulong j = 0; j < cv; j++) {
-            const ulong o = j * CLBN_VEC;
-            const vfloat d = VLOAD(row + o) - VLOAD(piv + o);
-            VSTORE(VLOAD(s + o) + d, s + o);
-            VSTORE(fma(d, d, VLOAD(q + o)), q + o);
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
+        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0);
+        const __global float *xt = xb + t0 * CLBN_VEC;
+        for (ulong j = 0; j < nt; j++) {
+            piv[j] = clbn_pivot_v(xt + j * CLBN_VEC, R, C);
+            s[j] = q[j] = bm[j] = bM[j] = tm[j] = tM[j] = (vfloat)(0.0f);
         }
-        if (++run == CLBN_RUN) {
-            clbn_rows_fold(s, q, bm, bM, cv, run, &bn);
-            run = 0;
-            if (++runs == CLBN_RUN) { /* the block into the total: Chan's merge */
-                const float wb = (float)bn / (float)(tn + bn), wa = (float)tn * wb;
-                for (ulong j = 0; j < cv; j++) {
-                    const ulong o = j * CLBN_VEC;
-                    const vfloat ma = VLOAD(tm + o), delta = VLOAD(bm + o) - ma;
-                    VSTORE(ma + delta * wb, tm + o);
-                    VSTORE(VLOAD(tM + o) + VLOAD(bM + o) + delta * delta * wa, tM + o);
-                    VSTORE((vfloat)(0.0f), bm + o);
-                    VSTORE((vfloat)(0.0f), bM + o);
+        ulong bn = 0, tn = 0;
+        uint run = 0, runs = 0;
+        for (ulong r = r0; r < r1; r++) {
+            const __global float *row = xt + r * C;
+            for (ulong j = 0; j < nt; j++) {
+                const vfloat d = VLOAD(row + j * CLBN_VEC) - piv[j];
+                s[j] += d;
+                q[j] = fma(d, d, q[j]);
+            }
+            if (++run == CLBN_RUN) {
+                clbn_rows_fold(s, q, bm, bM, nt, run, &bn);
+                run = 0;
+                if (++runs == CLBN_RUN) { /* the block into the total */
+                    clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);
+                    bn = 0;
+                    runs = 0;
                 }
-                tn += bn;
-                bn = 0;
-                runs = 0;
             }
         }
-    }
-    if (run)
-        clbn_rows_fold(s, q, bm, bM, cv, run, &bn);
-    if (bn) {
-        const float wb = (float)bn / (float)(tn + bn), wa = (float)tn * wb;
-        for (ulong j = 0; j < cv; j++) {
-            const ulong o = j * CLBN_VEC;
-            const vfloat ma = VLOAD(tm + o), delta = VLOAD(bm + o) - ma;
-            VSTORE(ma + delta * wb, tm + o);
-            VSTORE(VLOAD(tM + o) + VLOAD(bM + o) + delta * delta * wa, tM + o);
-        }
-        tn += bn;
-    }
-    for (ulong c = 0; c < C; c++) {
-        if (final_step)
-            clbn_finish_channel(c, tn, piv[c], tm[c], tM[c], eps, saved_mean, saved_mean_off,
-                                saved_invstd, saved_invstd_off, track, factor, rm_in, rv_in, rm_out,
-                                rv_out, shift);
-        else {
-            pn[c * split + g] = tn;
-            pm[c * split + g] = tm[c];
-            pM[c * split + g] = tM[c];
-        }
+        if (run)
+            clbn_rows_fold(s, q, bm, bM, nt, run, &bn);
+        if (bn)
+            clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);
+        for (ulong j = 0; j < nt; j++)
+            for (int k = 0; k < CLBN_VEC; k++) {
+                const ulong c = (t0 + j) * CLBN_VEC + k;
+                const float m = clbn_lane(tm[j], k), M = clbn_lane(tM[j], k);
+                if (final_step)
+                    clbn_finish_channel(c, tn, clbn_lane(piv[j], k), m, M, eps, saved_mean,
+                                        saved_mean_off, saved_invstd, saved_invstd_off, track,
+                                        factor, rm_in, rv_in, rm_out, rv_out, shift);
+                else {
+                    pn[c * split + g] = tn;
+                    pm[c * split + g] = m;
+                    pM[c * split + g] = M;
+                }
+            }
     }
 }
 
 /* y for NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of rows (of R / items);
- * local size 1; coef holds 4C floats: each channel's hi, lo, a, b, computed once per item. */
-__kernel void clbn_rows_apply_nhwc(__global const float *x, ulong x_off, __global float *y,
-                                   ulong y_off, ulong R, ulong C, int blocked,
-                                   __global const float *mean, ulong mean_off,
-                                   __global const float *shift, int use_pair,
-                                   __global const float *stat, ulong stat_off, int stat_is_var,
-                                   float eps, __global const float *gamma,
-                                   __global const float *beta, int use_scale, int use_shift,
-                                   int act, __local float *coef) {
+ * local size 1; each channel's hi, lo, a, b are computed once per item and tile. */
+__kernel void
+clbn_rows_apply_nhwc(__global const float *x, ulong x_off, __global float *y, ulong y_off, ulong R,
+                     ulong C, int blocked, __global const float *mean, ulong mean_off,
+                     __global const float *shift, int use_pair, __global const float *stat,
+                     ulong stat_off, int stat_is_var, float eps, __global const float *gamma,
+                     __global const float *beta, int use_scale, int use_shift, int act) {
     const ulong cv = C / CLBN_VEC, items = get_global_size(1);
-    __local float *hi = coef, *lo = coef + C, *a = coef + 2 * C, *b = coef + 3 * C;
-    for (ulong c = 0; c < C; c++) {
-        hi[c] = use_pair ? shift[2 * c] : mean[mean_off + c];
-        lo[c] = use_pair ? shift[2 * c + 1] : 0.0f;
-        a[c] = (use_scale ? gamma[c] : 1.0f) * clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-        b[c] = use_shift ? beta[c] : 0.0f;
-    }
+    vfloat hi[CLBN_ROWS_TILE], lo[CLBN_ROWS_TILE], a[CLBN_ROWS_TILE], b[CLBN_ROWS_TILE];
     ulong r0, r1;
     clbn_rows_of_item(R, (R + items - 1) / items, &r0, &r1);
-    for (ulong r = r0; r < r1; r++) {
-        const __global float *xr = x + x_off + r * C;
-        __global float *yr = y + y_off + r * C;
-        for (ulong j = 0; j < cv; j++) {
-            const ulong o = j * CLBN_VEC;
-            VSTORE_NT(clbn_normalize(VLOAD(xr + o), VLOAD(hi + o), VLOAD(lo + o), VLOAD(a + o),
-                                     VLOAD(b + o), act),
-                      yr + o);
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
+        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0);
+        for (ulong j = 0; j < nt; j++) {
+            const ulong c0 = (t0 + j) * CLBN_VEC;
+            float th[CLBN_VEC], tl[CLBN_VEC], ta[CLBN_VEC], tb[CLBN_VEC];
+            for (int k = 0; k < CLBN_VEC; k++) {
+                const ulong c = c0 + k;
+                th[k] = use_pair ? shift[2 * c] : mean[mean_off + c];
+                tl[k] = use_pair ? shift[2 * c + 1] : 0.0f;
+                ta[k] = (use_scale ? gamma[c] : 1.0f) *
+                        clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+                tb[k] = use_shift ? beta[c] : 0.0f;
+            }
+            hi[j] = VLOAD(th);
+            lo[j] = VLOAD(tl);
+            a[j] = VLOAD(ta);
+            b[j] = VLOAD(tb);
+        }
+        for (ulong r = r0; r < r1; r++) {
+            const __global float *xr = x + x_off + r * C + t0 * CLBN_VEC;
+            __global float *yr = y + y_off + r * C + t0 * CLBN_VEC;
+            for (ulong j = 0; j < nt; j++)
+                VSTORE_NT(clbn_normalize(VLOAD(xr + j * CLBN_VEC), hi[j], lo[j], a[j], b[j], act),
+                          yr + j * CLBN_VEC);
         }
     }
 }
 
-/* Backward sums, NHWC on a CPU. Range as clbn_rows_stats_nhwc; la and lb each hold 4C floats:
- * run sums, Kahan totals and compensations, and (la) the mean, (lb) invstd. Writes partial
- * sums per block (or, with final_step, the channels' sums); never writes dx (apply must be 0). */
+/* Backward sums, NHWC on a CPU. Range as clbn_rows_stats_nhwc; per tile of channels, private
+ * run sums, Kahan totals and compensations, means and invstd. Writes partial sums per block
+ * (or, with final_step, the channels' sums); never writes dx (apply must be 0); the local
+ * arrays go unused. */
 __kernel void clbn_rows_bwd_reduce_nhwc(__global const float *x, ulong x_off,
                                         __global const float *y, ulong y_off,
                                         __global const float *dy, ulong dy_off, ulong R, ulong C,
@@ -482,89 +505,105 @@ __kernel void clbn_rows_bwd_reduce_nhwc(__global const float *x, ulong x_off,
                                         __global float *sums, CLBN_GRAD_ARGS, int apply,
                                         __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
     const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
-    __local float *ra = la, *ta = la + C, *ca = la + 2 * C, *mu = la + 3 * C;
-    __local float *rb = lb, *tb = lb + C, *cb = lb + 2 * C, *iv = lb + 3 * C;
-    for (ulong c = 0; c < C; c++) {
-        ra[c] = ta[c] = ca[c] = rb[c] = tb[c] = cb[c] = 0.0f;
-        mu[c] = mean[mean_off + c];
-        iv[c] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-    }
+    vfloat ra[CLBN_ROWS_TILE], ta[CLBN_ROWS_TILE], ca[CLBN_ROWS_TILE], mu[CLBN_ROWS_TILE];
+    vfloat rb[CLBN_ROWS_TILE], tb[CLBN_ROWS_TILE], cb[CLBN_ROWS_TILE], iv[CLBN_ROWS_TILE];
     const int need_y = act != CLBN_ACT_NONE;
     ulong r0, r1;
     clbn_rows_of_item(R, chunk, &r0, &r1);
-    uint run = 0;
-    for (ulong r = r0; r < r1; r++) {
-        const ulong base = r * C;
-        for (ulong j = 0; j < cv; j++) {
-            const ulong o = j * CLBN_VEC;
-            vfloat dz = VLOAD(dy + dy_off + base + o);
-            if (need_y)
-                dz = clbn_activation_grad(dz, VLOAD(y + y_off + base + o), act);
-            const vfloat xh = (VLOAD(x + x_off + base + o) - VLOAD(mu + o)) * VLOAD(iv + o);
-            VSTORE(VLOAD(ra + o) + dz, ra + o);
-            VSTORE(VLOAD(rb + o) + dz * xh, rb + o);
-        }
-        if (++run == CLBN_RUN || r + 1 == r1) { /* the run into the Kahan totals */
-            for (ulong j = 0; j < cv; j++) {
-                const ulong o = j * CLBN_VEC;
-                vfloat t = VLOAD(ta + o), c = VLOAD(ca + o);
-                clbn_sums_kahan(&t, &c, VLOAD(ra + o));
-                VSTORE(t, ta + o);
-                VSTORE(c, ca + o);
-                t = VLOAD(tb + o);
-                c = VLOAD(cb + o);
-                clbn_sums_kahan(&t, &c, VLOAD(rb + o));
-                VSTORE(t, tb + o);
-                VSTORE(c, cb + o);
-                VSTORE((vfloat)(0.0f), ra + o);
-                VSTORE((vfloat)(0.0f), rb + o);
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
+        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0), cbase = t0 * CLBN_VEC;
+        for (ulong j = 0; j < nt; j++) {
+            float tmu[CLBN_VEC], tiv[CLBN_VEC];
+            for (int k = 0; k < CLBN_VEC; k++) {
+                const ulong c = cbase + j * CLBN_VEC + k;
+                tmu[k] = mean[mean_off + c];
+                tiv[k] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
             }
-            run = 0;
+            mu[j] = VLOAD(tmu);
+            iv[j] = VLOAD(tiv);
+            ra[j] = ta[j] = ca[j] = rb[j] = tb[j] = cb[j] = (vfloat)(0.0f);
         }
-    }
-    for (ulong c = 0; c < C; c++) {
-        const float sdz = ta[c] - ca[c], sdzx = tb[c] - cb[c];
-        if (final_step) {
-            sums[2 * c] = sdz;
-            sums[2 * c + 1] = sdzx;
-        } else {
-            part[2 * (c * split + g)] = sdz;
-            part[2 * (c * split + g) + 1] = sdzx;
+        uint run = 0;
+        for (ulong r = r0; r < r1; r++) {
+            const ulong base = r * C + cbase;
+            for (ulong j = 0; j < nt; j++) {
+                const ulong o = base + j * CLBN_VEC;
+                vfloat dz = VLOAD(dy + dy_off + o);
+                if (need_y)
+                    dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
+                const vfloat xh = (VLOAD(x + x_off + o) - mu[j]) * iv[j];
+                ra[j] += dz;
+                rb[j] += dz * xh;
+            }
+            if (++run == CLBN_RUN || r + 1 == r1) { /* the run into the Kahan totals */
+                for (ulong j = 0; j < nt; j++) {
+                    clbn_sums_kahan(&ta[j], &ca[j], ra[j]);
+                    clbn_sums_kahan(&tb[j], &cb[j], rb[j]);
+                    ra[j] = rb[j] = (vfloat)(0.0f);
+                }
+                run = 0;
+            }
         }
+        for (ulong j = 0; j < nt; j++)
+            for (int k = 0; k < CLBN_VEC; k++) {
+                const ulong c = cbase + j * CLBN_VEC + k;
+                const float sdz = clbn_lane(ta[j], k) - clbn_lane(ca[j], k);
+                const float sdzx = clbn_lane(tb[j], k) - clbn_lane(cb[j], k);
+                if (final_step) {
+                    sums[2 * c] = sdz;
+                    sums[2 * c + 1] = sdzx;
+                } else {
+                    part[2 * (c * split + g)] = sdz;
+                    part[2 * (c * split + g) + 1] = sdzx;
+                }
+            }
     }
 }
 
-/* dx for NHWC on a CPU. Range as clbn_rows_apply_nhwc; coef holds 5C floats: each channel's
- * mean, invstd, a, k1, k2. The first item writes dgamma and dbeta. */
+/* dx for NHWC on a CPU. Range as clbn_rows_apply_nhwc; each channel's mean, invstd, a, k1, k2
+ * are computed once per item and tile, in private arrays (see CLBN_ROWS_TILE). The first item
+ * writes dgamma and dbeta. */
 __kernel void clbn_rows_dx_nhwc(__global const float *x, ulong x_off, __global const float *y,
                                 ulong y_off, __global const float *dy, ulong dy_off,
                                 __global float *dx, ulong dx_off, ulong R, ulong C, int blocked,
-                                __global const float *sums, CLBN_GRAD_ARGS, CLBN_DX_ARGS,
-                                __local float *coef) {
+                                __global const float *sums, CLBN_GRAD_ARGS, CLBN_DX_ARGS) {
     const ulong cv = C / CLBN_VEC, items = get_global_size(1);
-    __local float *mu = coef, *iv = coef + C, *a = coef + 2 * C, *k1 = coef + 3 * C,
-                  *k2 = coef + 4 * C;
-    for (ulong c = 0; c < C; c++) {
-        mu[c] = mean[mean_off + c];
-        iv[c] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-        a[c] = (use_scale ? gamma[c] : 1.0f) * iv[c];
-        k1[c] = sums[2 * c] * inv_m;
-        k2[c] = sums[2 * c + 1] * inv_m;
-        if (get_global_id(1) == 0)
+    vfloat mu[CLBN_ROWS_TILE], iv[CLBN_ROWS_TILE], a[CLBN_ROWS_TILE], k1[CLBN_ROWS_TILE],
+        k2[CLBN_ROWS_TILE];
+    if (get_global_id(1) == 0)
+        for (ulong c = 0; c < C; c++)
             clbn_write_grads(c, sums[2 * c], sums[2 * c + 1], accumulate, dgamma, dbeta);
-    }
     const int need_y = act != CLBN_ACT_NONE;
     ulong r0, r1;
     clbn_rows_of_item(R, (R + items - 1) / items, &r0, &r1);
-    for (ulong r = r0; r < r1; r++) {
-        const ulong base = r * C;
-        for (ulong j = 0; j < cv; j++) {
-            const ulong o = j * CLBN_VEC;
-            vfloat yv = need_y ? VLOAD(y + y_off + base + o) : (vfloat)(0.0f);
-            VSTORE_NT(clbn_dx(VLOAD(x + x_off + base + o), VLOAD(dy + dy_off + base + o), yv,
-                              VLOAD(mu + o), VLOAD(iv + o), VLOAD(a + o), VLOAD(k1 + o),
-                              VLOAD(k2 + o), frozen, act),
-                      dx + dx_off + base + o);
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
+        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0);
+        for (ulong j = 0; j < nt; j++) {
+            const ulong c0 = (t0 + j) * CLBN_VEC;
+            float tm[CLBN_VEC], ti[CLBN_VEC], ta[CLBN_VEC], t1[CLBN_VEC], t2[CLBN_VEC];
+            for (int k = 0; k < CLBN_VEC; k++) {
+                const ulong c = c0 + k;
+                tm[k] = mean[mean_off + c];
+                ti[k] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
+                ta[k] = (use_scale ? gamma[c] : 1.0f) * ti[k];
+                t1[k] = sums[2 * c] * inv_m;
+                t2[k] = sums[2 * c + 1] * inv_m;
+            }
+            mu[j] = VLOAD(tm);
+            iv[j] = VLOAD(ti);
+            a[j] = VLOAD(ta);
+            k1[j] = VLOAD(t1);
+            k2[j] = VLOAD(t2);
+        }
+        for (ulong r = r0; r < r1; r++) {
+            const ulong base = r * C + t0 * CLBN_VEC;
+            for (ulong j = 0; j < nt; j++) {
+                const ulong o = base + j * CLBN_VEC;
+                vfloat yv = need_y ? VLOAD(y + y_off + o) : (vfloat)(0.0f);
+                VSTORE_NT(clbn_dx(VLOAD(x + x_off + o), VLOAD(dy + dy_off + o), yv, mu[j], iv[j],
+                                  a[j], k1[j], k2[j], frozen, act),
+                          dx + dx_off + o);
+            }
         }
     }
 }

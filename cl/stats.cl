@@ -97,6 +97,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     /* The run sums stay in registers, counted once for all CLBN_CPI accumulators. */
     clbn_moments w[CLBN_CPI];
     vfloat pivot[CLBN_CPI], rs[CLBN_CPI], rq[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_moments_init(&w[k]);
         pivot[k] = k < nk ? clbn_pivot_v(xc + k * CLBN_VEC, R, C) : (vfloat)(0.0f);
@@ -104,6 +105,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     }
     uint run = 0;
     for (ulong r = start; r < stop; r += step) {
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 const vfloat d = VLOAD(xc + r * C + k * CLBN_VEC) - pivot[k];
@@ -111,6 +113,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
                 rq[k] = fma(d, d, rq[k]);
             }
         if (++run == CLBN_RUN) {
+            CLBN_UNROLL
             for (uint k = 0; k < CLBN_CPI; k++) {
                 clbn_moments_fold(&w[k], rs[k], rq[k], run);
                 rs[k] = rq[k] = (vfloat)(0.0f);
@@ -120,6 +123,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* CLBN_REGION_END: see common.cl */
     const uint slot = (l1 * cw + l0) * lanes;
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         clbn_moments_fold(&w[k], rs[k], rq[k], run);
         clbn_moments_flush(&w[k]);
@@ -155,6 +159,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     if (!apply || nk == 0)
         return;
     vfloat hi[CLBN_CPI], lo[CLBN_CPI], a[CLBN_CPI], b[CLBN_CPI];
+    CLBN_UNROLL
     for (uint k = 0; k < CLBN_CPI; k++) {
         float th[CLBN_VEC], tl[CLBN_VEC];
         const uint s = l0 * lanes + k * CLBN_VEC;
@@ -169,6 +174,7 @@ __kernel void clbn_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulo
     __global float *yc = y + y_off + ci0 * CLBN_VEC;
     for (ulong t = start; t < stop; t += step) { /* blocked: last read, first */
         const ulong r = blocked ? start + stop - 1 - t : t;
+        CLBN_UNROLL
         for (uint k = 0; k < CLBN_CPI; k++)
             if (k < nk) {
                 vfloat v = VLOAD(xc + r * C + k * CLBN_VEC);

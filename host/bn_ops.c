@@ -267,8 +267,6 @@ static clbn_status launch_apply(clbn_bn *bn, const plan *p, chain *ch, cl_mem x,
     a_int(&a, flag(bn, CLBN_USE_SCALE));
     a_int(&a, flag(bn, CLBN_USE_SHIFT));
     a_int(&a, (int)bn->opt.activation);
-    if (p->e_coef) /* rows NHWC: the per-channel coefficients */
-        a_local(&a, p->e_coef);
     return run(ch, &a, p->e_global, p->e_local, "the normalization kernel");
 }
 
@@ -436,8 +434,6 @@ static clbn_status launch_backward(clbn_bn *bn, const plan *p, chain *ch, cl_mem
     a_mem(&a, bn->scratch_b);
     grad_args(bn, &a, s);
     dx_args(bn, p, &a, frozen);
-    if (p->e_coef)
-        a_local(&a, p->e_coef);
     return run(ch, &a, p->e_global, p->e_local, "the dx kernel");
 }
 

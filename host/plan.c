@@ -103,8 +103,8 @@ static void plan_reduction_cpu(const planner *pl, plan *p, uint64_t *slice_bytes
         p->r_local[0] = p->r_local[1] = 1;
         p->r_global[0] = 1;
         p->r_global[1] = p->split;
-        p->r_lanes = pl->backward ? 4 * p->C : p->C;
-        p->r_extra = pl->backward ? 0 : 3 * p->C;
+        p->r_lanes = 1; /* the kernels keep their state in private arrays */
+        p->r_extra = 0;
         p->pub.groups[0] = 1;
         *slice_bytes = 0;
         return;
@@ -241,7 +241,6 @@ static clbn_status plan_elementwise(const clbn_bn *bn, const planner *pl, plan *
         if (p->rows && p->nhwc) {
             groups[0] = 1;
             groups[1] = min_u64(min_u64(want, p->R), pl->gmax1);
-            p->e_coef = clbn_local_array((pl->backward ? 5 : 4) * p->C * 4);
         } else if (p->rows) {
             groups[0] = min_u64(p->N * p->C, want);
             groups[1] = 1;
@@ -304,8 +303,10 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
     p->blocked = !pl.gpu;
     /* A CPU plan takes the rows kernels: NCHW at the full vector width whatever H*W is, NHWC
-     * in blocks of whole rows, when the per-channel arrays of the NHWC ones (40 bytes per
-     * channel) fit in local memory; otherwise the NHWC kernels with one item per group. */
+     * in blocks of whole rows (their per-channel state in private arrays, up to 64 bytes a
+     * channel) on a device with at least 40 bytes of local memory per channel, as a CPU
+     * driver's is (its cache); a device with less, a small one, takes the NHWC kernels with
+     * one item per group, which keep less per item and have a single-read path. */
     p->rows = !pl.gpu && (!p->nhwc || 40 * p->C + 4096 <= lim->local_mem_size);
     const uint64_t inner = p->nhwc ? p->C : p->HW;
     pl.W = lim->vector_width ? lim->vector_width : 1;
@@ -343,8 +344,7 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     if (!p->fused) { /* the elementwise kernel (and the merge) run too */
         pub->groups[0] = max_u64(pub->groups[0], e_groups[0]);
         pub->groups[1] = max_u64(pub->groups[1], e_groups[1]);
-        pub->local_bytes =
-            max_u64(pub->local_bytes, clbn_local_array(ki_e.local_bytes) + p->e_coef);
+        pub->local_bytes = max_u64(pub->local_bytes, clbn_local_array(ki_e.local_bytes));
         pub->private_bytes = max_u64(pub->private_bytes, ki_e.private_bytes);
         if (p->reduce && p->split > 1)
             pub->groups[0] = max_u64(pub->groups[0], p->m_global / p->m_local);

@@ -7,12 +7,11 @@
 
 typedef struct plan {
     clbn_plan pub;
-    int nhwc;        /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
-    int variant;     /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
-    int blocked;     /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
-    int rows;        /* a CPU plan with the rows kernels (rows.cl) */
-    uint64_t e_coef; /* bytes of the rows NHWC elementwise kernels' coefficient array */
-    uint32_t cpi;    /* NHWC: channel vectors per work-item */
+    int nhwc;     /* kernel family: channels contiguous (NHWC, NC, and NCHW with H*W = 1) */
+    int variant;  /* program variant: log2(width) * CLBN_CPI_VARIANTS + log2(cpi) */
+    int blocked;  /* contiguous runs per work-item (CPU) rather than interleaved (GPU) */
+    int rows;     /* a CPU plan with the rows kernels (rows.cl) */
+    uint32_t cpi; /* NHWC: channel vectors per work-item */
     uint64_t N, C, HW, R, m;
     uint64_t chunk, split; /* reduction: vectors (NCHW) or rows (NHWC) per group */
     size_t r_local[2], r_global[2], r_lanes; /* reduction range; local slots * lanes */

@@ -144,9 +144,9 @@ static int sweep_setup(void **state) {
         l.compute_units = 2;
         l.vector_width = 16;
         l.cache_size = i == CTX_CACHED ? 8u << 20 : 1;
-        /* The cached context's 6 KiB of local memory cannot hold the NHWC rows kernels' arrays
-         * for 64 channels (40 bytes each), so its NHWC plans take the per-tile kernels, the
-         * ones with a single-read path. */
+        /* The cached context's 6 KiB of local memory is under the planner's 40 bytes a
+         * channel for the NHWC rows kernels at 64 channels, so its NHWC plans take the
+         * per-tile kernels, the ones with a single-read path. */
         if (i == CTX_CACHED)
             l.local_mem_size = 6144;
         clbn_context_options o;
