@@ -2,6 +2,7 @@
 #ifdef CLBN_HAVE_DNNL
 #include "onednn.h"
 #include "bench.h"
+#include "flush.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
@@ -68,7 +69,8 @@ static float *data_of(dnnl_memory_t m) {
     return p;
 }
 
-int bench_onednn_measure(const clbn_shape *s, int nhwc, int runs, int warmup, double median[3]) {
+int bench_onednn_measure(const clbn_shape *s, int nhwc, int runs, int warmup, size_t flush_bytes,
+                         double median[3]) {
     const int two_d = s->layout == CLBN_LAYOUT_NC;
     dnnl_dims_t dims = {(dnnl_dim_t)s->n, (dnnl_dim_t)s->c, (dnnl_dim_t)s->h, (dnnl_dim_t)s->w};
     dnnl_dims_t cdims = {(dnnl_dim_t)s->c};
@@ -81,6 +83,7 @@ int bench_onednn_measure(const clbn_shape *s, int nhwc, int runs, int warmup, do
     dnnl_op ops[OPS];
     memset(ops, 0, sizeof ops);
     double *t[OPS] = {0};
+    bench_host_flush flush = {0};
     int rc = 1;
     if (dnnl_engine_create(&eng, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) != dnnl_success ||
@@ -133,8 +136,14 @@ int bench_onednn_measure(const clbn_shape *s, int nhwc, int runs, int warmup, do
     for (int op = 0; op < OPS; op++)
         if (!(t[op] = calloc((size_t)runs, sizeof(double))))
             goto done;
+    if (flush_bytes && bench_host_flush_init(&flush, flush_bytes)) {
+        fprintf(stderr, "oneDNN: no memory for the cache flush\n");
+        goto done;
+    }
     for (int r = -warmup; r < runs; r++) {
         for (int op = 0; op < OPS; op++) {
+            if (flush.buf)
+                bench_host_flush_run(&flush);
             double t0 = bench_now();
             if (dnnl_primitive_execute(ops[op].prim, stream, ops[op].nargs, ops[op].args) !=
                     dnnl_success ||
@@ -150,6 +159,7 @@ int bench_onednn_measure(const clbn_shape *s, int nhwc, int runs, int warmup, do
         median[op] = bench_median(t[op], (size_t)runs);
     rc = 0;
 done:
+    bench_host_flush_release(&flush);
     for (int op = 0; op < OPS; op++) {
         free_op(&ops[op]);
         free(t[op]);
@@ -164,8 +174,9 @@ done:
     return rc;
 }
 
-int bench_onednn_spawn(const clbn_shape *s, int nhwc, int runs, int warmup, double median[3]) {
-    char shape[96], r[16], w[16];
+int bench_onednn_spawn(const clbn_shape *s, int nhwc, int runs, int warmup, size_t flush_bytes,
+                       double median[3]) {
+    char shape[96], r[16], w[16], fl[24];
     if (s->layout == CLBN_LAYOUT_NC)
         snprintf(shape, sizeof shape, "%llu,%llu", (unsigned long long)s->n,
                  (unsigned long long)s->c);
@@ -174,8 +185,10 @@ int bench_onednn_spawn(const clbn_shape *s, int nhwc, int runs, int warmup, doub
                  (unsigned long long)s->c, (unsigned long long)s->h, (unsigned long long)s->w);
     snprintf(r, sizeof r, "%d", runs);
     snprintf(w, sizeof w, "%d", warmup);
+    snprintf(fl, sizeof fl, "%zu", flush_bytes >> 20);
     const char *layout = s->layout == CLBN_LAYOUT_NC ? "nc" : nhwc ? "nhwc" : "nchw";
-    char *argv[] = {"clbn", "bench", BENCH_ONEDNN_CHILD_OPTION, shape, (char *)layout, r, w, NULL};
+    char *argv[] = {"clbn", "bench", BENCH_ONEDNN_CHILD_OPTION, shape, (char *)layout, r, w,
+                    fl,     NULL};
     /* The environment is built before fork: between fork and exec only async-signal-safe calls
      * are allowed, and the OpenCL driver's threads may hold malloc's lock. */
     size_t n = 0;

@@ -4,6 +4,7 @@
  * prints a table (and with --json one record per measurement). It never fails on time. */
 #include "baseline.h"
 #include "bench.h"
+#include "flush.h"
 #include "onednn.h"
 #include "profiles.h"
 #include "reference.h"
@@ -48,7 +49,10 @@ typedef struct bench_opts {
     int nchw, nhwc; /* layouts of 4-D shapes; 2-D shapes always run NC */
     int runs, warmup, rounds;
     int onednn, baseline;
+    int cold;                     /* --cache cold: a flush before every timed call */
     const bench_profile *profile; /* NULL: the device's own limits */
+    bench_flush *flush;           /* the device's flush (cold), set once the context is made */
+    size_t flush_bytes;           /* its size, and the host flush's in oneDNN's child */
 } bench_opts;
 
 static void usage(FILE *out) {
@@ -56,6 +60,7 @@ static void usage(FILE *out) {
             "usage: clbn bench [--device SEL] [--shape N,C,H,W | --shape N,C]...\n"
             "                  [--layout nchw|nhwc|both] [--runs R] [--warmup K] [--rounds Q]\n"
             "                  [--profile NAME] [--json FILE] [--no-onednn] [--no-baseline]\n"
+            "                  [--cache cold|warm]\n"
             "  Times forward_train, forward_infer and backward (fp32) per shape and layout: the\n"
             "  median of R runs after K warm-up runs, ops interleaved run by run, in Q rounds\n"
             "  (the figure is the median of the rounds' medians). In the same run, interleaved:\n"
@@ -76,6 +81,11 @@ static void usage(FILE *out) {
             "  --json FILE     also write one record per measurement to FILE\n"
             "  --no-onednn     leave oneDNN out%s\n"
             "  --no-baseline   leave the baseline out\n"
+            "  --cache C       cold (default): before every timed call (clbn's, a copy's, the\n"
+            "                  baseline's, oneDNN's) read a buffer of twice the cache (64 to\n"
+            "                  256 MiB), so no call finds its tensors or the previous call's\n"
+            "                  output in the cache; warm: no flush, each call meets what the\n"
+            "                  one before it left (figures then depend on the order)\n"
             "  Bytes: ideal = read x + write y (forward) or read x, dy + write dx (backward);\n"
             "  min = the ideal when one normalization's data fits in local memory or the\n"
             "  cache, else one more read of x (training forward) or of x and dy (backward).\n"
@@ -102,6 +112,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
     o->warmup = 3;
     o->rounds = 3;
     o->onednn = o->baseline = 1;
+    o->cold = 1;
     for (int i = 1; i < argc; i++) { /* argv[0] is "bench" */
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -116,8 +127,9 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->baseline = 0;
             continue;
         }
-        static const char *const with_value[] = {"--device", "--shape",  "--layout",  "--runs",
-                                                 "--warmup", "--rounds", "--profile", "--json"};
+        static const char *const with_value[] = {"--device",  "--shape",  "--layout",
+                                                 "--runs",    "--warmup", "--rounds",
+                                                 "--profile", "--json",   "--cache"};
         int known = 0;
         for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
             known |= !strcmp(a, with_value[k]);
@@ -149,6 +161,10 @@ static int parse(int argc, char **argv, bench_opts *o) {
         } else if (!strcmp(a, "--rounds")) {
             if (clbn_tool_parse_int(v, 1, MAX_ROUNDS, &o->rounds))
                 return bad("bad --rounds (expected 1 to 100):", v);
+        } else if (!strcmp(a, "--cache")) {
+            o->cold = !strcmp(v, "cold");
+            if (!o->cold && strcmp(v, "warm"))
+                return bad("bad --cache (expected cold or warm):", v);
         } else if (!strcmp(a, "--profile")) {
             o->profile = bench_profile_find(v);
             if (!o->profile)
@@ -534,10 +550,20 @@ static double median_of(const double *v, size_t n) {
 }
 
 /* One run of clbn op `op` on layout l, timed; NAN on failure (message printed). */
+/* Before a timed call: the flush (cold), then an idle queue. Nonzero on a failure. */
+static int settle(shape_bench *b) {
+    if (b->o->flush && bench_flush_run(b->o->flush) != CL_SUCCESS) {
+        fprintf(stderr, "clbn bench: the cache flush failed\n");
+        return 1;
+    }
+    return clFinish(b->q) != CL_SUCCESS;
+}
+
 static double time_clbn(shape_bench *b, int l, int op) {
     const clbn_shape *s = &b->s[l];
     clbn_bn *bn = b->bn[l];
-    clFinish(b->q);
+    if (settle(b))
+        return NAN;
     double t0 = bench_now();
     clbn_status st;
     switch (op) {
@@ -564,7 +590,8 @@ static double time_clbn(shape_bench *b, int l, int op) {
 }
 
 static double time_baseline(shape_bench *b, const clbn_shape *s, int op) {
-    clFinish(b->q);
+    if (settle(b))
+        return NAN;
     double t0 = bench_now();
     cl_int err =
         bench_baseline_enqueue(&b->base, (bench_baseline_op)op, s, b->x, b->y, b->dy, b->dx);
@@ -579,7 +606,8 @@ static double time_baseline(shape_bench *b, const clbn_shape *s, int op) {
 }
 
 static double time_copy(shape_bench *b, size_t v) {
-    clFinish(b->q);
+    if (settle(b))
+        return NAN;
     double t0 = bench_now();
     cl_int err = bench_roofline_run(&b->roof, v);
     double dt = bench_now() - t0;
@@ -656,7 +684,8 @@ static int measure(shape_bench *b, shape_times *t, int dnnl_layouts) {
         for (int dl = 0; dl < dnnl_layouts; dl++) {
             if (!t->dnnl_ok[dl])
                 continue;
-            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup, t->dnnl[round][dl])) {
+            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup, o->flush ? o->flush_bytes : 0,
+                                   t->dnnl[round][dl])) {
                 fprintf(stderr, "clbn bench: the oneDNN child failed; its figures are left out\n");
                 t->dnnl_ok[dl] = 0;
             }
@@ -919,6 +948,8 @@ static int json_write(FILE *f, const bench_opts *o, const record_list *l,
     json_string(f, cache_source);
     fprintf(f, ", \"local_mem_bytes\": %llu,\n  \"runs\": %d, \"warmup\": %d, \"rounds\": %d,",
             (unsigned long long)lim->local_mem_size, o->runs, o->warmup, o->rounds);
+    fprintf(f, "\n  \"cache\": \"%s\", \"flush_bytes\": %zu,", o->cold ? "cold" : "warm",
+            o->flush ? o->flush_bytes : (size_t)0);
     fprintf(f, "\n  \"onednn\": %s,\n  \"records\": [\n",
 #ifdef CLBN_HAVE_DNNL
             o->onednn ? "true" : "false"
@@ -937,19 +968,22 @@ static int json_write(FILE *f, const bench_opts *o, const record_list *l,
 /* ------------------------------------------------------------------------------------------
  * Entry
  * ------------------------------------------------------------------------------------------ */
-/* clbn bench --onednn-child SHAPE LAYOUT RUNS WARMUP: prints three medians (see onednn.h). */
+/* clbn bench --onednn-child SHAPE LAYOUT RUNS WARMUP FLUSH_MIB: prints three medians (see
+ * onednn.h); FLUSH_MIB 0: no flush. */
 static int onednn_child(int argc, char **argv) {
 #ifdef CLBN_HAVE_DNNL
     clbn_shape s;
-    int runs, warmup;
-    if (argc != 6 || clbn_tool_parse_shape(argv[2], &s) ||
+    int runs, warmup, flush_mib;
+    if (argc != 7 || clbn_tool_parse_shape(argv[2], &s) ||
         clbn_tool_parse_int(argv[4], 1, MAX_RUNS, &runs) ||
-        clbn_tool_parse_int(argv[5], 0, MAX_RUNS, &warmup)) {
+        clbn_tool_parse_int(argv[5], 0, MAX_RUNS, &warmup) ||
+        clbn_tool_parse_int(argv[6], 0, 4096, &flush_mib)) {
         fprintf(stderr, "clbn bench: bad %s arguments\n", BENCH_ONEDNN_CHILD_OPTION);
         return CLBN_EXIT_USAGE;
     }
     double med[OPS];
-    if (bench_onednn_measure(&s, !strcmp(argv[3], "nhwc"), runs, warmup, med))
+    if (bench_onednn_measure(&s, !strcmp(argv[3], "nhwc"), runs, warmup, (size_t)flush_mib << 20,
+                             med))
         return CLBN_EXIT_FAILURE;
     printf("%.9e %.9e %.9e\n", med[0], med[1], med[2]);
     return CLBN_EXIT_OK;
@@ -995,8 +1029,27 @@ int clbn_cmd_bench(int argc, char **argv) {
     printf("min_bytes uses: cache %llu B (%.1f MiB, from %s), local memory %llu B (%.0f KiB)\n",
            (unsigned long long)lim.cache_size, (double)lim.cache_size / 1048576.0, cache_source,
            (unsigned long long)lim.local_mem_size, (double)lim.local_mem_size / 1024.0);
+    bench_flush flush;
+    if (o.cold) {
+        o.flush_bytes = bench_flush_bytes(lim.cache_size);
+        if (bench_flush_init(&flush, ctx, o.flush_bytes)) {
+            fprintf(stderr, "clbn bench: the cache flush (%zu MiB) could not be set up\n",
+                    o.flush_bytes >> 20);
+            bench_flush_release(&flush);
+            clbn_context_release(ctx);
+            clbn_tool_out_abort(&json);
+            return CLBN_EXIT_FAILURE;
+        }
+        o.flush = &flush;
+    }
     printf("timing: median of %d runs after %d warm-up, per round; median of %d rounds\n", o.runs,
            o.warmup, o.rounds);
+    if (o.cold)
+        printf("cache: cold (%zu MiB read before every timed call, clbn's, the copies', the "
+               "baseline's and oneDNN's)\n",
+               o.flush_bytes >> 20);
+    else
+        printf("cache: warm (no flush: each call meets what the one before it left)\n");
     printf("columns: GB/s on ideal bytes; roof = min bytes / time / roofline; ideal = ideal bytes"
            " / time / roofline; base x = baseline time / clbn time; dnnl x = oneDNN's best layout"
            " time / clbn time (above 1: clbn faster)\n");
@@ -1011,6 +1064,8 @@ int clbn_cmd_bench(int argc, char **argv) {
             rc = BENCH_EXIT_JSON;
     }
     free(recs.v);
+    if (o.flush)
+        bench_flush_release(o.flush);
     clbn_context_release(ctx);
     return rc;
 }
