@@ -365,6 +365,7 @@ inline void clbn_rows_of_item(ulong R, ulong chunk, ulong *r0, ulong *r1) {
 inline void clbn_rows_fold(vfloat *s, vfloat *q, vfloat *bm, vfloat *bM, ulong nt, uint n,
                            ulong *bn) {
     const float wb = (float)n / (float)(*bn + n), wa = (float)*bn * wb;
+    CLBN_UNROLL
     for (ulong j = 0; j < nt; j++) {
         const vfloat mean = s[j] / (vfloat)((float)n);
         const vfloat m2 = fmax(q[j] - s[j] * mean, (vfloat)(0.0f));
@@ -380,6 +381,7 @@ inline void clbn_rows_fold(vfloat *s, vfloat *q, vfloat *bm, vfloat *bM, ulong n
 inline void clbn_rows_block_merge(vfloat *tm, vfloat *tM, vfloat *bm, vfloat *bM, ulong nt,
                                   ulong bn, ulong *tn) {
     const float wb = (float)bn / (float)(*tn + bn), wa = (float)*tn * wb;
+    CLBN_UNROLL
     for (ulong j = 0; j < nt; j++) {
         const vfloat delta = bm[j] - tm[j];
         tm[j] = tm[j] + delta * wb;
@@ -389,10 +391,68 @@ inline void clbn_rows_block_merge(vfloat *tm, vfloat *tM, vfloat *bm, vfloat *bM
     *tn += bn;
 }
 
+/* The statistics of one tile of nt channel vectors (from t0) over rows r0..r1-1, written as
+ * partials or finished. Defined twice: for a row of CLBN_CPI vectors (the planner's variant
+ * when C / CLBN_VEC is 1, 2, 4 or 8), called with the constant nt = CLBN_CPI, so the loops
+ * unroll and the state lives in registers (PoCL read shape 32,64,56,56 at 43 GB/s so, 23 with
+ * the state on the stack); and for tiles of up to CLBN_ROWS_TILE vectors on the stack. */
+#define CLBN_ROWS_STATS_TILE(NAME, SIZE)                                                           \
+    inline void NAME(const __global float *xb, ulong R, ulong C, ulong r0, ulong r1, ulong t0,     \
+                     ulong nt, ulong g, ulong split, int final_step, __global ulong *pn,           \
+                     __global float *pm, __global float *pM, CLBN_FINISH_ARGS) {                   \
+        vfloat s[SIZE], q[SIZE], bm[SIZE], bM[SIZE], tm[SIZE], tM[SIZE], piv[SIZE];                \
+        const __global float *xt = xb + t0 * CLBN_VEC;                                             \
+        CLBN_UNROLL                                                                                \
+        for (ulong j = 0; j < nt; j++) {                                                           \
+            piv[j] = clbn_pivot_v(xt + j * CLBN_VEC, R, C);                                        \
+            s[j] = q[j] = bm[j] = bM[j] = tm[j] = tM[j] = (vfloat)(0.0f);                          \
+        }                                                                                          \
+        ulong bn = 0, tn = 0;                                                                      \
+        uint run = 0, runs = 0;                                                                    \
+        for (ulong r = r0; r < r1; r++) {                                                          \
+            const __global float *row = xt + r * C;                                                \
+            CLBN_UNROLL                                                                            \
+            for (ulong j = 0; j < nt; j++) {                                                       \
+                const vfloat d = VLOAD(row + j * CLBN_VEC) - piv[j];                               \
+                s[j] += d;                                                                         \
+                q[j] = fma(d, d, q[j]);                                                            \
+            }                                                                                      \
+            if (++run == CLBN_RUN) {                                                               \
+                clbn_rows_fold(s, q, bm, bM, nt, run, &bn);                                        \
+                run = 0;                                                                           \
+                if (++runs == CLBN_RUN) { /* the block into the total */                           \
+                    clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);                            \
+                    bn = 0;                                                                        \
+                    runs = 0;                                                                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        if (run)                                                                                   \
+            clbn_rows_fold(s, q, bm, bM, nt, run, &bn);                                            \
+        if (bn)                                                                                    \
+            clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);                                    \
+        for (ulong j = 0; j < nt; j++)                                                             \
+            for (int k = 0; k < CLBN_VEC; k++) {                                                   \
+                const ulong c = (t0 + j) * CLBN_VEC + k;                                           \
+                const float m = clbn_lane(tm[j], k), M = clbn_lane(tM[j], k);                      \
+                if (final_step)                                                                    \
+                    clbn_finish_channel(c, tn, clbn_lane(piv[j], k), m, M, eps, saved_mean,        \
+                                        saved_mean_off, saved_invstd, saved_invstd_off, track,     \
+                                        factor, rm_in, rv_in, rm_out, rv_out, shift);              \
+                else {                                                                             \
+                    pn[c * split + g] = tn;                                                        \
+                    pm[c * split + g] = m;                                                         \
+                    pM[c * split + g] = M;                                                         \
+                }                                                                                  \
+            }                                                                                      \
+    }
+CLBN_ROWS_STATS_TILE(clbn_rows_stats_reg, CLBN_CPI)
+CLBN_ROWS_STATS_TILE(clbn_rows_stats_tile, CLBN_ROWS_TILE)
+
 /* Statistics, NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of `chunk` rows;
  * local size 1. Per tile of channels, private run sums, block moments, total moments and
- * pivots. Writes partial moments per block (or, with final_step, finishes the channels); never
- * normalizes (apply must be 0); the local arrays go unused. */
+ * pivots (clbn_rows_stats_tile). Writes partial moments per block (or, with final_step,
+ * finishes the channels); never normalizes (apply must be 0); the local arrays go unused. */
 __kernel void clbn_rows_stats_nhwc(__global const float *x, ulong x_off, ulong R, ulong C,
                                    ulong chunk, int blocked, __local ulong *ln, __local float *lm,
                                    __local float *lM, int final_step, __global ulong *pn,
@@ -401,56 +461,19 @@ __kernel void clbn_rows_stats_nhwc(__global const float *x, ulong x_off, ulong R
                                    __global const float *gamma, __global const float *beta,
                                    int use_scale, int use_shift, int act) {
     const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
-    vfloat s[CLBN_ROWS_TILE], q[CLBN_ROWS_TILE], bm[CLBN_ROWS_TILE], bM[CLBN_ROWS_TILE];
-    vfloat tm[CLBN_ROWS_TILE], tM[CLBN_ROWS_TILE], piv[CLBN_ROWS_TILE];
     const __global float *xb = x + x_off;
     ulong r0, r1;
     clbn_rows_of_item(R, chunk, &r0, &r1);
-    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
-        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0);
-        const __global float *xt = xb + t0 * CLBN_VEC;
-        for (ulong j = 0; j < nt; j++) {
-            piv[j] = clbn_pivot_v(xt + j * CLBN_VEC, R, C);
-            s[j] = q[j] = bm[j] = bM[j] = tm[j] = tM[j] = (vfloat)(0.0f);
-        }
-        ulong bn = 0, tn = 0;
-        uint run = 0, runs = 0;
-        for (ulong r = r0; r < r1; r++) {
-            const __global float *row = xt + r * C;
-            for (ulong j = 0; j < nt; j++) {
-                const vfloat d = VLOAD(row + j * CLBN_VEC) - piv[j];
-                s[j] += d;
-                q[j] = fma(d, d, q[j]);
-            }
-            if (++run == CLBN_RUN) {
-                clbn_rows_fold(s, q, bm, bM, nt, run, &bn);
-                run = 0;
-                if (++runs == CLBN_RUN) { /* the block into the total */
-                    clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);
-                    bn = 0;
-                    runs = 0;
-                }
-            }
-        }
-        if (run)
-            clbn_rows_fold(s, q, bm, bM, nt, run, &bn);
-        if (bn)
-            clbn_rows_block_merge(tm, tM, bm, bM, nt, bn, &tn);
-        for (ulong j = 0; j < nt; j++)
-            for (int k = 0; k < CLBN_VEC; k++) {
-                const ulong c = (t0 + j) * CLBN_VEC + k;
-                const float m = clbn_lane(tm[j], k), M = clbn_lane(tM[j], k);
-                if (final_step)
-                    clbn_finish_channel(c, tn, clbn_lane(piv[j], k), m, M, eps, saved_mean,
-                                        saved_mean_off, saved_invstd, saved_invstd_off, track,
-                                        factor, rm_in, rv_in, rm_out, rv_out, shift);
-                else {
-                    pn[c * split + g] = tn;
-                    pm[c * split + g] = m;
-                    pM[c * split + g] = M;
-                }
-            }
+    if (cv == CLBN_CPI) {
+        clbn_rows_stats_reg(xb, R, C, r0, r1, 0, CLBN_CPI, g, split, final_step, pn, pm, pM, eps,
+                            saved_mean, saved_mean_off, saved_invstd, saved_invstd_off, track,
+                            factor, rm_in, rv_in, rm_out, rv_out, shift);
+        return;
     }
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE)
+        clbn_rows_stats_tile(xb, R, C, r0, r1, t0, min((ulong)CLBN_ROWS_TILE, cv - t0), g, split,
+                             final_step, pn, pm, pM, eps, saved_mean, saved_mean_off, saved_invstd,
+                             saved_invstd_off, track, factor, rm_in, rv_in, rm_out, rv_out, shift);
 }
 
 /* y for NHWC on a CPU. Range: dim0 = 1, dim1 = items over blocks of rows (of R / items);
@@ -493,10 +516,72 @@ clbn_rows_apply_nhwc(__global const float *x, ulong x_off, __global float *y, ul
     }
 }
 
+/* The backward sums of one tile of nt channel vectors (from t0) over rows r0..r1-1, written as
+ * partials or the channels' sums; defined twice like CLBN_ROWS_STATS_TILE. */
+#define CLBN_ROWS_BWD_TILE(NAME, SIZE)                                                             \
+    inline void NAME(const __global float *xb, const __global float *yb,                           \
+                     const __global float *dyb, ulong C, ulong r0, ulong r1, ulong t0, ulong nt,   \
+                     ulong g, ulong split, int final_step, __global float *part,                   \
+                     __global float *sums, CLBN_GRAD_ARGS) {                                       \
+        vfloat ra[SIZE], ta[SIZE], ca[SIZE], mu[SIZE], rb[SIZE], tb[SIZE], cb[SIZE], iv[SIZE];     \
+        const int need_y = act != CLBN_ACT_NONE;                                                   \
+        const ulong cbase = t0 * CLBN_VEC;                                                         \
+        CLBN_UNROLL                                                                                \
+        for (ulong j = 0; j < nt; j++) {                                                           \
+            float tmu[CLBN_VEC], tiv[CLBN_VEC];                                                    \
+            for (int k = 0; k < CLBN_VEC; k++) {                                                   \
+                const ulong c = cbase + j * CLBN_VEC + k;                                          \
+                tmu[k] = mean[mean_off + c];                                                       \
+                tiv[k] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);                     \
+            }                                                                                      \
+            mu[j] = VLOAD(tmu);                                                                    \
+            iv[j] = VLOAD(tiv);                                                                    \
+            ra[j] = ta[j] = ca[j] = rb[j] = tb[j] = cb[j] = (vfloat)(0.0f);                        \
+        }                                                                                          \
+        uint run = 0;                                                                              \
+        for (ulong r = r0; r < r1; r++) {                                                          \
+            const ulong base = r * C + cbase;                                                      \
+            CLBN_UNROLL                                                                            \
+            for (ulong j = 0; j < nt; j++) {                                                       \
+                const ulong o = base + j * CLBN_VEC;                                               \
+                vfloat dz = VLOAD(dyb + o);                                                        \
+                if (need_y)                                                                        \
+                    dz = clbn_activation_grad(dz, VLOAD(yb + o), act);                             \
+                const vfloat xh = (VLOAD(xb + o) - mu[j]) * iv[j];                                 \
+                ra[j] += dz;                                                                       \
+                rb[j] += dz * xh;                                                                  \
+            }                                                                                      \
+            if (++run == CLBN_RUN || r + 1 == r1) { /* the run into the Kahan totals */            \
+                CLBN_UNROLL                                                                        \
+                for (ulong j = 0; j < nt; j++) {                                                   \
+                    clbn_sums_kahan(&ta[j], &ca[j], ra[j]);                                        \
+                    clbn_sums_kahan(&tb[j], &cb[j], rb[j]);                                        \
+                    ra[j] = rb[j] = (vfloat)(0.0f);                                                \
+                }                                                                                  \
+                run = 0;                                                                           \
+            }                                                                                      \
+        }                                                                                          \
+        for (ulong j = 0; j < nt; j++)                                                             \
+            for (int k = 0; k < CLBN_VEC; k++) {                                                   \
+                const ulong c = cbase + j * CLBN_VEC + k;                                          \
+                const float sdz = clbn_lane(ta[j], k) - clbn_lane(ca[j], k);                       \
+                const float sdzx = clbn_lane(tb[j], k) - clbn_lane(cb[j], k);                      \
+                if (final_step) {                                                                  \
+                    sums[2 * c] = sdz;                                                             \
+                    sums[2 * c + 1] = sdzx;                                                        \
+                } else {                                                                           \
+                    part[2 * (c * split + g)] = sdz;                                               \
+                    part[2 * (c * split + g) + 1] = sdzx;                                          \
+                }                                                                                  \
+            }                                                                                      \
+    }
+CLBN_ROWS_BWD_TILE(clbn_rows_bwd_reg, CLBN_CPI)
+CLBN_ROWS_BWD_TILE(clbn_rows_bwd_tile, CLBN_ROWS_TILE)
+
 /* Backward sums, NHWC on a CPU. Range as clbn_rows_stats_nhwc; per tile of channels, private
- * run sums, Kahan totals and compensations, means and invstd. Writes partial sums per block
- * (or, with final_step, the channels' sums); never writes dx (apply must be 0); the local
- * arrays go unused. */
+ * run sums, Kahan totals and compensations, means and invstd (clbn_rows_bwd_tile). Writes
+ * partial sums per block (or, with final_step, the channels' sums); never writes dx (apply
+ * must be 0); the local arrays go unused. */
 __kernel void clbn_rows_bwd_reduce_nhwc(__global const float *x, ulong x_off,
                                         __global const float *y, ulong y_off,
                                         __global const float *dy, ulong dy_off, ulong R, ulong C,
@@ -505,59 +590,18 @@ __kernel void clbn_rows_bwd_reduce_nhwc(__global const float *x, ulong x_off,
                                         __global float *sums, CLBN_GRAD_ARGS, int apply,
                                         __global float *dx, ulong dx_off, CLBN_DX_ARGS) {
     const ulong g = get_global_id(1), split = get_global_size(1), cv = C / CLBN_VEC;
-    vfloat ra[CLBN_ROWS_TILE], ta[CLBN_ROWS_TILE], ca[CLBN_ROWS_TILE], mu[CLBN_ROWS_TILE];
-    vfloat rb[CLBN_ROWS_TILE], tb[CLBN_ROWS_TILE], cb[CLBN_ROWS_TILE], iv[CLBN_ROWS_TILE];
-    const int need_y = act != CLBN_ACT_NONE;
+    const __global float *xb = x + x_off, *yb = y + y_off, *dyb = dy + dy_off;
     ulong r0, r1;
     clbn_rows_of_item(R, chunk, &r0, &r1);
-    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE) {
-        const ulong nt = min((ulong)CLBN_ROWS_TILE, cv - t0), cbase = t0 * CLBN_VEC;
-        for (ulong j = 0; j < nt; j++) {
-            float tmu[CLBN_VEC], tiv[CLBN_VEC];
-            for (int k = 0; k < CLBN_VEC; k++) {
-                const ulong c = cbase + j * CLBN_VEC + k;
-                tmu[k] = mean[mean_off + c];
-                tiv[k] = clbn_invstd_of(stat[stat_off + c], stat_is_var, eps);
-            }
-            mu[j] = VLOAD(tmu);
-            iv[j] = VLOAD(tiv);
-            ra[j] = ta[j] = ca[j] = rb[j] = tb[j] = cb[j] = (vfloat)(0.0f);
-        }
-        uint run = 0;
-        for (ulong r = r0; r < r1; r++) {
-            const ulong base = r * C + cbase;
-            for (ulong j = 0; j < nt; j++) {
-                const ulong o = base + j * CLBN_VEC;
-                vfloat dz = VLOAD(dy + dy_off + o);
-                if (need_y)
-                    dz = clbn_activation_grad(dz, VLOAD(y + y_off + o), act);
-                const vfloat xh = (VLOAD(x + x_off + o) - mu[j]) * iv[j];
-                ra[j] += dz;
-                rb[j] += dz * xh;
-            }
-            if (++run == CLBN_RUN || r + 1 == r1) { /* the run into the Kahan totals */
-                for (ulong j = 0; j < nt; j++) {
-                    clbn_sums_kahan(&ta[j], &ca[j], ra[j]);
-                    clbn_sums_kahan(&tb[j], &cb[j], rb[j]);
-                    ra[j] = rb[j] = (vfloat)(0.0f);
-                }
-                run = 0;
-            }
-        }
-        for (ulong j = 0; j < nt; j++)
-            for (int k = 0; k < CLBN_VEC; k++) {
-                const ulong c = cbase + j * CLBN_VEC + k;
-                const float sdz = clbn_lane(ta[j], k) - clbn_lane(ca[j], k);
-                const float sdzx = clbn_lane(tb[j], k) - clbn_lane(cb[j], k);
-                if (final_step) {
-                    sums[2 * c] = sdz;
-                    sums[2 * c + 1] = sdzx;
-                } else {
-                    part[2 * (c * split + g)] = sdz;
-                    part[2 * (c * split + g) + 1] = sdzx;
-                }
-            }
+    if (cv == CLBN_CPI) {
+        clbn_rows_bwd_reg(xb, yb, dyb, C, r0, r1, 0, CLBN_CPI, g, split, final_step, part, sums,
+                          mean, mean_off, stat, stat_off, stat_is_var, eps, gamma, use_scale, act);
+        return;
     }
+    for (ulong t0 = 0; t0 < cv; t0 += CLBN_ROWS_TILE)
+        clbn_rows_bwd_tile(xb, yb, dyb, C, r0, r1, t0, min((ulong)CLBN_ROWS_TILE, cv - t0), g,
+                           split, final_step, part, sums, mean, mean_off, stat, stat_off,
+                           stat_is_var, eps, gamma, use_scale, act);
 }
 
 /* dx for NHWC on a CPU. Range as clbn_rows_apply_nhwc; each channel's mean, invstd, a, k1, k2

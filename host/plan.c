@@ -330,6 +330,12 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     if (p->nhwc && !pl.gpu && !p->rows) {
         const uint64_t cv = p->C / pl.W;
         p->cpi = floor_pow2_u32(cv, 8);
+    } else if (p->nhwc && p->rows) {
+        /* a row of 1, 2, 4 or 8 vectors: the variant whose CLBN_CPI is the row, so the rows
+         * kernels keep its state in registers (rows.cl, clbn_rows_stats_reg) */
+        const uint64_t cv = p->C / pl.W;
+        if (cv <= 8 && (cv & (cv - 1)) == 0)
+            p->cpi = (uint32_t)cv;
     }
     p->variant = log2_u32(pl.W) * CLBN_CPI_VARIANTS + log2_u32(p->cpi);
 
