@@ -13,21 +13,21 @@
 #define MIB(x) ((uint64_t)(x) << 20)
 
 /* Field order of clbn_limits: max_work_group_size, local_mem_size, cache_size, compute_units,
- * vector_width, device_type, max_groups_per_dim, kernel_work_group_size. */
+ * vector_width, device_type, max_groups_per_dim, kernel_work_group_size, private_mem_size. */
 const bench_profile bench_profiles[] = {
     {"nvidia",
      "NVIDIA data-centre GPU",
-     {1024, KIB(48), MIB(50), 132, 1, CLBN_DEVICE_KIND_GPU, 65535, 0}},
-    {"amd", "AMD GPU", {256, KIB(64), MIB(4), 60, 4, CLBN_DEVICE_KIND_GPU, 4294967296ull, 0}},
+     {1024, KIB(48), MIB(50), 132, 1, CLBN_DEVICE_KIND_GPU, 65535, 0, 0}},
+    {"amd", "AMD GPU", {256, KIB(64), MIB(4), 60, 4, CLBN_DEVICE_KIND_GPU, 4294967296ull, 0, 0}},
     {"intel-igpu",
      "Intel integrated graphics",
-     {512, KIB(64), MIB(1), 24, 1, CLBN_DEVICE_KIND_GPU, 4294967296ull, 0}},
+     {512, KIB(64), MIB(1), 24, 1, CLBN_DEVICE_KIND_GPU, 4294967296ull, 0, 0}},
     {"embedded",
      "small embedded GPU",
-     {64, KIB(16), KIB(128), 2, 4, CLBN_DEVICE_KIND_GPU, 65535, 0}},
+     {64, KIB(16), KIB(128), 2, 4, CLBN_DEVICE_KIND_GPU, 65535, 0, 0}},
     {"cpu",
      "the device's own limits, planned as a CPU",
-     {0, 0, 0, 0, 0, CLBN_DEVICE_KIND_CPU, 0, 0}},
+     {0, 0, 0, 0, 0, CLBN_DEVICE_KIND_CPU, 0, 0, 0}},
 };
 const size_t bench_profile_count = sizeof bench_profiles / sizeof bench_profiles[0];
 

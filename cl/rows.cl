@@ -1,10 +1,11 @@
-/* rows.cl - the NCHW kernels of CPU plans. A CPU runs one work-group per core at a time and
+/* rows.cl - the kernels of CPU plans. A CPU runs one work-group per core at a time and
  * turns a work-item's loop into vector code, so these kernels take one work-item per group,
  * and each item streams whole rows (a row: the H*W contiguous values of one image and
  * channel): full vectors of CLBN_VEC values, then a scalar tail, so any H*W runs at the full
  * vector width. The arguments are those of the GPU kernels of the same name without "rows_"
  * (the host launches either family the same way); the local arrays and `blocked` go unused.
- * NHWC plans on a CPU use the GPU family's kernels with one item per group. */
+ * NHWC plans on a CPU take the second half of this file: items over blocks of whole rows of
+ * all C channels. */
 
 /* y for len contiguous values of one channel. */
 inline void clbn_normalize_span(const __global float *x, __global float *y, ulong len, float hi,
@@ -340,19 +341,22 @@ __kernel void clbn_rows_dx_nchw(__global const float *x, ulong x_off, __global c
 
 /* ------------------------------------------------------------------------------------------
  * NHWC (and NC) on a CPU: every item takes a block of whole rows (all C channels of one
- * position, contiguous), so memory is read in long sequential runs when C <= 2048 (wider rows
- * a tile of 2048 channels at a time); the per-channel state lives in the item's private
+ * position, contiguous), so memory is read in long sequential runs when C fits a tile (wider
+ * rows a tile of channels at a time); the per-channel state lives in the item's private
  * arrays (one item per group: on a CPU they are the item's own cache-resident stack). The reduction
  * writes partials per block of rows, merged by clbn_stats_merge / clbn_bwd_merge; then the
  * elementwise kernels below run.
  * ------------------------------------------------------------------------------------------ */
 
-/* Channel vectors an NHWC item keeps per-channel state for in private arrays (2048 channels:
- * 32 KB for four coefficients, 56 KB for the seven statistics vectors, on a CPU's stack).
- * Private, not __local: PoCL read the same coefficients from a __local array (or a __global
- * one) at 40 GB/s where a private one reads at the copy's 52 GB/s (shape 32,64,56,56; 26
- * against 44 GB/s at 128,2048,7,7). Wider rows are taken a tile of channels at a time. */
-#define CLBN_ROWS_TILE (2048 / CLBN_VEC)
+/* Channel vectors an NHWC item keeps per-channel state for in private arrays: a tile of
+ * CLBN_ROWS_TILE_CH channels, set by the host from limits.private_mem_size (host/context.c:
+ * 2048 on PoCL, 64 KB for the eight backward sums on its thread's stack; 512 elsewhere). Private, not __local: PoCL read the same coefficients from a __local array (or a
+ * __global one) at 40 GB/s where a private one reads at the copy's 52 GB/s (shape 32,64,56,56;
+ * 26 against 44 GB/s at 128,2048,7,7). Wider rows are taken a tile of channels at a time. */
+#ifndef CLBN_ROWS_TILE_CH
+#define CLBN_ROWS_TILE_CH 512
+#endif
+#define CLBN_ROWS_TILE (CLBN_ROWS_TILE_CH / CLBN_VEC)
 
 /* This item's rows: a contiguous block of the R rows over dim1's items. */
 inline void clbn_rows_of_item(ulong R, ulong chunk, ulong *r0, ulong *r1) {

@@ -58,6 +58,10 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
     l->device_type = (d->type & CL_DEVICE_TYPE_CPU) ? CLBN_DEVICE_KIND_CPU : CLBN_DEVICE_KIND_GPU;
     l->max_groups_per_dim = 65535;
     l->kernel_work_group_size = 0;
+    l->private_mem_size = (d->type & CL_DEVICE_TYPE_CPU) && !d->is_simulator &&
+                                  strstr(d->platform_name, "Portable Computing Language")
+                              ? 65536
+                              : 16384;
     if (!want)
         return;
     /* Overrides may only shrink what the device offers. */
@@ -77,6 +81,8 @@ static void apply_limits(clbn_context *ctx, const clbn_limits *want) {
         l->max_groups_per_dim = want->max_groups_per_dim;
     if (want->kernel_work_group_size)
         l->kernel_work_group_size = want->kernel_work_group_size;
+    if (want->private_mem_size && want->private_mem_size < l->private_mem_size)
+        l->private_mem_size = want->private_mem_size;
 }
 
 static clbn_status check_limits(const clbn_limits *l) {
@@ -354,12 +360,18 @@ static clbn_status build_variant(clbn_context *ctx, int variant) {
     char *src = program_source(&len);
     if (!src)
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory for the kernel source");
-    char options[128];
-    snprintf(options, sizeof options, "-cl-std=CL1.2 -DCLBN_VEC=%d -DCLBN_CPI=%d%s",
-             1 << (variant / CLBN_CPI_VARIANTS), 1 << (variant % CLBN_CPI_VARIANTS),
-             (ctx->info.type & CL_DEVICE_TYPE_CPU) && !ctx->info.is_simulator
-                 ? " -DCLBN_STREAM_STORES"
-                 : "");
+    /* The NHWC rows kernels (rows.cl) keep a tile of channels' state in private arrays, at
+     * most 32 bytes a channel (the backward sums): as many channels as limits.private_mem_size
+     * holds, a power of two from 16 to 2048 (a GPU never launches them). */
+    const int cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) && !ctx->info.is_simulator;
+    int tile = 16;
+    while (tile < 2048 && (uint64_t)tile * 2 * 32 <= ctx->limits.private_mem_size)
+        tile *= 2;
+    char options[160];
+    snprintf(options, sizeof options,
+             "-cl-std=CL1.2 -DCLBN_VEC=%d -DCLBN_CPI=%d -DCLBN_ROWS_TILE_CH=%d%s",
+             1 << (variant / CLBN_CPI_VARIANTS), 1 << (variant % CLBN_CPI_VARIANTS), tile,
+             cpu ? " -DCLBN_STREAM_STORES" : "");
     cl_program prog = NULL;
     clbn_status st = clbn_build_cached(ctx, src, len, options, &prog);
     free(src);

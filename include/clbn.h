@@ -188,6 +188,11 @@ typedef struct clbn_limits {
     /* Caps every kernel's work-group size below its CL_KERNEL_WORK_GROUP_SIZE (which register
      * pressure can set below the device's maximum); 0: the kernels' own limits. */
     size_t kernel_work_group_size;
+    /* Bytes of private arrays a work-item may hold. OpenCL cannot report it: the default (0)
+     * is 65,536 for PoCL on a CPU (an item runs on its thread's stack) and 16,384 elsewhere,
+     * under the 32 KiB that Intel's CPU runtime gives an item by default. It sizes the CPU
+     * NHWC kernels' tile of channels (32 bytes a channel); it can only shrink. */
+    uint64_t private_mem_size;
 } clbn_limits;
 
 #define CLBN_DEVICE_KIND_CPU 1u

@@ -184,10 +184,14 @@ int main(void) {
                      1000 + 3 * i);
     for (size_t i = 0; i < sizeof large_nc / sizeof large_nc[0]; i++)
         add_some(&l, (clbn_shape){CLBN_LAYOUT_NC, large_nc[i][0], large_nc[i][1], 1, 1}, 517);
-    /* rows wider than the CPU rows kernels' private tile of 2048 channels (4112 = 2 * 2048 +
-     * 16: tiles of 2048, 2048 and 16), channels contiguous */
+    /* rows wider than the CPU rows kernels' private tile (2048 channels on PoCL: 4112 = 2 *
+     * 2048 + 16, tiles of 2048, 2048 and 16; 512 elsewhere), channels contiguous; too few rows
+     * to split, then enough (32 and 64 rows: split over items, so every tile's partials are
+     * merged) */
     add_some(&l, (clbn_shape){CLBN_LAYOUT_NHWC, 3, 4112, 2, 2}, 29);
     add_some(&l, (clbn_shape){CLBN_LAYOUT_NC, 5, 4112, 1, 1}, 31);
+    add_some(&l, (clbn_shape){CLBN_LAYOUT_NHWC, 8, 4112, 2, 2}, 37);
+    add_some(&l, (clbn_shape){CLBN_LAYOUT_NC, 64, 4112, 1, 1}, 41);
 
     /* ResNet-50's first bottleneck: training forward, backward (with the fused ReLU, as the
      * network uses it) and inference, in both feature-map layouts */

@@ -278,7 +278,8 @@ static int limits_equal(const clbn_limits *a, const clbn_limits *b) {
            a->local_mem_size == b->local_mem_size && a->cache_size == b->cache_size &&
            a->compute_units == b->compute_units && a->vector_width == b->vector_width &&
            a->device_type == b->device_type && a->max_groups_per_dim == b->max_groups_per_dim &&
-           a->kernel_work_group_size == b->kernel_work_group_size;
+           a->kernel_work_group_size == b->kernel_work_group_size &&
+           a->private_mem_size == b->private_mem_size;
 }
 
 /* A set is keyed by the limits in force: one measured under other limits (a profile, fewer
