@@ -2,6 +2,7 @@
 #include "flush.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,11 +26,18 @@ static const char flush_source[] =
     "        sink[0] = a.s1;\n"
     "}\n";
 
-size_t bench_flush_bytes(uint64_t cache_bytes) {
+size_t bench_flush_bytes(uint64_t cache_bytes, uint64_t max_alloc) {
     const uint64_t lo = (uint64_t)64 << 20, hi = (uint64_t)256 << 20;
     uint64_t b = 2 * cache_bytes;
     b = b < lo ? lo : b > hi ? hi : b;
-    return (size_t)b;
+    if (max_alloc && b > max_alloc)
+        b = max_alloc;
+    return (size_t)(b & ~(uint64_t)63);
+}
+
+static int flush_fail(const char *what, cl_int err) {
+    fprintf(stderr, "clbn bench: cache flush: %s failed (OpenCL error %d)\n", what, (int)err);
+    return 1;
 }
 
 int bench_flush_init(bench_flush *f, clbn_context *ctx, size_t bytes) {
@@ -37,44 +45,57 @@ int bench_flush_init(bench_flush *f, clbn_context *ctx, size_t bytes) {
     cl_context cc = NULL;
     clbn_device_info info;
     if (clbn_context_get_cl(ctx, &cc, &f->queue) != CLBN_SUCCESS ||
-        clbn_context_get_device_info(ctx, &info) != CLBN_SUCCESS)
+        clbn_context_get_device_info(ctx, &info) != CLBN_SUCCESS) {
+        fprintf(stderr, "clbn bench: cache flush: %s\n", clbn_last_error_message());
         return 1;
+    }
     cl_int err = CL_SUCCESS;
     const char *src = flush_source;
     f->program = clCreateProgramWithSource(cc, 1, &src, NULL, &err);
-    if (err != CL_SUCCESS ||
-        clBuildProgram(f->program, 1, &info.device, "-cl-std=CL1.2", NULL, NULL) != CL_SUCCESS)
-        return 1;
+    if (err != CL_SUCCESS)
+        return flush_fail("clCreateProgramWithSource", err);
+    err = clBuildProgram(f->program, 1, &info.device, "-cl-std=CL1.2", NULL, NULL);
+    if (err != CL_SUCCESS) {
+        char log[2048] = "";
+        clGetProgramBuildInfo(f->program, info.device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log,
+                              NULL);
+        fprintf(stderr, "clbn bench: cache flush: the build log:\n%s\n", log);
+        return flush_fail("building its kernel", err);
+    }
     f->kernel = clCreateKernel(f->program, "bench_flush", &err);
     if (err != CL_SUCCESS)
-        return 1;
+        return flush_fail("clCreateKernel", err);
     f->buf = clCreateBuffer(cc, CL_MEM_READ_WRITE, bytes, NULL, &err);
     if (err != CL_SUCCESS)
-        return 1;
+        return flush_fail("clCreateBuffer", err);
     f->sink = clCreateBuffer(cc, CL_MEM_READ_WRITE, sizeof(float), NULL, &err);
     if (err != CL_SUCCESS)
-        return 1;
+        return flush_fail("clCreateBuffer", err);
     const float zero = 0.0f;
-    if (clEnqueueFillBuffer(f->queue, f->buf, &zero, sizeof zero, 0, bytes, 0, NULL, NULL) !=
-        CL_SUCCESS)
-        return 1;
+    err = clEnqueueFillBuffer(f->queue, f->buf, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return flush_fail("clEnqueueFillBuffer", err);
+    /* A CPU: an item per core and a half (blocks); a GPU: interleaved items in groups of the
+     * driver's choosing (NULL local size), 16,384 per compute unit. */
     const int cpu = (info.type & CL_DEVICE_TYPE_CPU) != 0;
     const cl_ulong n16 = bytes / (16 * sizeof(float));
     const cl_int blocked = cpu;
     const size_t cu = info.compute_units ? info.compute_units : 1;
-    f->local = cpu ? 1 : 256;
-    f->global = cpu ? 2 * cu : 64 * cu * 256;
-    if (clSetKernelArg(f->kernel, 0, sizeof f->buf, &f->buf) != CL_SUCCESS ||
-        clSetKernelArg(f->kernel, 1, sizeof n16, &n16) != CL_SUCCESS ||
-        clSetKernelArg(f->kernel, 2, sizeof blocked, &blocked) != CL_SUCCESS ||
-        clSetKernelArg(f->kernel, 3, sizeof f->sink, &f->sink) != CL_SUCCESS)
-        return 1;
-    return bench_flush_run(f) != CL_SUCCESS;
+    f->cpu = cpu;
+    f->global = cpu ? 2 * cu : 16384 * cu;
+    if ((err = clSetKernelArg(f->kernel, 0, sizeof f->buf, &f->buf)) != CL_SUCCESS ||
+        (err = clSetKernelArg(f->kernel, 1, sizeof n16, &n16)) != CL_SUCCESS ||
+        (err = clSetKernelArg(f->kernel, 2, sizeof blocked, &blocked)) != CL_SUCCESS ||
+        (err = clSetKernelArg(f->kernel, 3, sizeof f->sink, &f->sink)) != CL_SUCCESS)
+        return flush_fail("clSetKernelArg", err);
+    err = bench_flush_run(f);
+    return err != CL_SUCCESS ? flush_fail("the first read", err) : 0;
 }
 
 cl_int bench_flush_run(bench_flush *f) {
-    cl_int err =
-        clEnqueueNDRangeKernel(f->queue, f->kernel, 1, NULL, &f->global, &f->local, 0, NULL, NULL);
+    const size_t one = 1;
+    cl_int err = clEnqueueNDRangeKernel(f->queue, f->kernel, 1, NULL, &f->global,
+                                        f->cpu ? &one : NULL, 0, NULL, NULL);
     return err != CL_SUCCESS ? err : clFinish(f->queue);
 }
 

@@ -12,18 +12,21 @@
 #include <clbn.h>
 #include <stddef.h>
 
-/* Bytes read to flush a cache of cache_bytes: twice it, at least 64 MiB, at most 256 MiB. */
-size_t bench_flush_bytes(uint64_t cache_bytes);
+/* Bytes read to flush a cache of cache_bytes: twice it, at least 64 MiB, at most 256 MiB, and
+ * no more than max_alloc (the device's largest buffer; 0: no limit). */
+size_t bench_flush_bytes(uint64_t cache_bytes, uint64_t max_alloc);
 
 typedef struct bench_flush {
     cl_command_queue queue;
     cl_program program;
     cl_kernel kernel;
     cl_mem buf, sink;
-    size_t global, local;
+    size_t global;
+    int cpu; /* one item per group, blocks; else the driver's groups, interleaved */
 } bench_flush;
 
-/* Builds the read kernel and a buffer of `bytes` on the context's device. Nonzero on failure. */
+/* Builds the read kernel and a buffer of `bytes` on the context's device. Nonzero on failure,
+ * with a message on stderr naming the OpenCL call and its error (and the build log). */
 int bench_flush_init(bench_flush *f, clbn_context *ctx, size_t bytes);
 /* Reads the whole buffer and waits for it. Returns an OpenCL status. */
 cl_int bench_flush_run(bench_flush *f);

@@ -560,11 +560,17 @@ static double median_of(const double *v, size_t n) {
 /* One run of clbn op `op` on layout l, timed; NAN on failure (message printed). */
 /* Before a timed call: the flush (cold), then an idle queue. Nonzero on a failure. */
 static int settle(shape_bench *b) {
-    if (b->cold && bench_flush_run(b->o->flush) != CL_SUCCESS) {
-        fprintf(stderr, "clbn bench: the cache flush failed\n");
+    cl_int err = b->cold ? bench_flush_run(b->o->flush) : CL_SUCCESS;
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "clbn bench: the cache flush failed (OpenCL error %d)\n", (int)err);
         return 1;
     }
-    return clFinish(b->q) != CL_SUCCESS;
+    if ((err = clFinish(b->q)) != CL_SUCCESS) {
+        fprintf(stderr, "clbn bench: clFinish before a timed call failed (OpenCL error %d)\n",
+                (int)err);
+        return 1;
+    }
+    return 0;
 }
 
 static double time_clbn(shape_bench *b, int l, int op) {
@@ -1040,9 +1046,20 @@ int clbn_cmd_bench(int argc, char **argv) {
     printf("min_bytes uses: cache %llu B (%.1f MiB, from %s), local memory %llu B (%.0f KiB)\n",
            (unsigned long long)lim.cache_size, (double)lim.cache_size / 1048576.0, cache_source,
            (unsigned long long)lim.local_mem_size, (double)lim.local_mem_size / 1024.0);
+    /* The flush is sized from the device's own cache (a profile's figure plans, it does not
+     * change the hardware), and set up only when some shape is large enough to be run cold. */
+    int any_cold = 0;
+    for (size_t i = 0; i < o.nshapes; i++) {
+        const clbn_shape *s = &o.shapes[i];
+        any_cold |= s->n * s->c * (s->layout == CLBN_LAYOUT_NC ? 1 : s->h * s->w) *
+                        sizeof(float) >=
+                    BENCH_COLD_MIN_BYTES;
+    }
     bench_flush flush;
-    if (o.cold) {
-        o.flush_bytes = bench_flush_bytes(lim.cache_size);
+    if (o.cold && any_cold) {
+        o.flush_bytes = bench_flush_bytes(
+            info.global_mem_cache_size ? info.global_mem_cache_size : info.host_llc_size,
+            info.max_mem_alloc_size);
         if (bench_flush_init(&flush, ctx, o.flush_bytes)) {
             fprintf(stderr, "clbn bench: the cache flush (%zu MiB) could not be set up\n",
                     o.flush_bytes >> 20);
@@ -1055,10 +1072,14 @@ int clbn_cmd_bench(int argc, char **argv) {
     }
     printf("timing: median of %d runs after %d warm-up, per round; median of %d rounds\n", o.runs,
            o.warmup, o.rounds);
-    if (o.cold)
+    if (o.cold && o.flush)
         printf("cache: cold (%zu MiB read before every timed call, clbn's, the copies', the "
                "baseline's and oneDNN's; shapes under %zu MiB a tensor stay warm)\n",
                o.flush_bytes >> 20, BENCH_COLD_MIN_BYTES >> 20);
+    else if (o.cold)
+        printf("cache: cold asked, but every shape is under %zu MiB a tensor: warm (a call's "
+               "fixed cost)\n",
+               BENCH_COLD_MIN_BYTES >> 20);
     else
         printf("cache: warm (no flush: each call meets what the one before it left)\n");
     printf("columns: GB/s on ideal bytes; roof = min bytes / time / roofline; ideal = ideal bytes"
