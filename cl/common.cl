@@ -73,9 +73,11 @@ typedef CLBN_CAT(float, CLBN_VEC) vfloat;
 #define CLBN_PREFETCH(p) ((void)0)
 #endif
 
-/* Loops over a compile-time count of vectors (CLBN_CPI) are unrolled, so that their arrays are
- * registers: PoCL kept them on the stack, a load and a store per vector and row, and read
- * NHWC at half the speed it reads memory. Compilers that do not know the pragma ignore it. */
+/* Loops over a row's channel vectors are unrolled: over CLBN_CPI vectors (a constant, so
+ * their arrays become registers: PoCL kept them on the stack, a load and a store per vector
+ * and row, and read NHWC at half the speed it reads memory), and over a tile's runtime count
+ * in the stack versions of rows.cl (partly unrolled, the arrays stay on the stack). Compilers
+ * that do not know the pragma ignore it. */
 #define CLBN_UNROLL _Pragma("unroll")
 
 #define CLBN_ACT_NONE 0

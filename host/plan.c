@@ -303,10 +303,12 @@ clbn_status clbn_plan_make(const clbn_bn *bn, clbn_op op, const clbn_shape *s, p
     p->nhwc = s->layout != CLBN_LAYOUT_NCHW || p->HW == 1;
     p->blocked = !pl.gpu;
     /* A CPU plan takes the rows kernels: NCHW at the full vector width whatever H*W is, NHWC
-     * in blocks of whole rows (their per-channel state in private arrays, up to 64 bytes a
-     * channel) on a device with at least 40 bytes of local memory per channel, as a CPU
-     * driver's is (its cache); a device with less, a small one, takes the NHWC kernels with
-     * one item per group, which keep less per item and have a single-read path. */
+     * in blocks of whole rows (their per-channel state in private arrays, a tile of channels
+     * at a time that limits.private_mem_size holds: host/context.c) when the device's local
+     * memory, a CPU driver's figure for its cache, holds 40 bytes a channel: the merge's
+     * partials of a block of rows stay cached. With less (a small device, or C in the tens
+     * of thousands) the NHWC kernels with one item per group run, which have a single-read
+     * path. */
     p->rows = !pl.gpu && (!p->nhwc || 40 * p->C + 4096 <= lim->local_mem_size);
     const uint64_t inner = p->nhwc ? p->C : p->HW;
     pl.W = lim->vector_width ? lim->vector_width : 1;
