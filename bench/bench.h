@@ -1,5 +1,10 @@
-/* bench.h — timing helpers of `clbn bench`: a monotonic clock, medians, and the device-copy
- * roofline every figure is compared with. Benchmarks print figures; they never pass or fail. */
+/* bench.h — timing helpers of `clbn bench`: a monotonic clock and medians (the copies of the
+ * memory roofline are in roofline.h). Benchmarks print figures; they never pass or fail.
+ *
+ * BENCH_CL_RANGE: the opening of the bench's small OpenCL kernels over n16 float16s, which
+ * sets [s, e) and step for item g of G: a contiguous block per item when `blocked` (how a CPU
+ * streams best), else interleaved items, neighbours touching neighbouring vectors (how a GPU
+ * coalesces). */
 #ifndef CLBN_BENCH_H
 #define CLBN_BENCH_H
 
@@ -10,18 +15,15 @@
 double bench_now(void);
 /* Median of n values (sorts a copy). */
 double bench_median(const double *v, size_t n);
-/* The copy roofline: a kernel that copies n floats from x to y with all compute units, the
- * way clbn's kernels stream (clEnqueueCopyBuffer is a single-threaded memcpy on PoCL, so it
- * understates what the device can move). */
-typedef struct bench_copy {
-    cl_program program;
-    cl_kernel kernel;
-    size_t global, local;
-} bench_copy;
 
-/* Builds the copy kernel for ctx's device and binds x, y and n. Nonzero on failure. */
-int bench_copy_init(bench_copy *c, clbn_context *ctx, cl_mem x, cl_mem y, size_t n);
-cl_int bench_copy_enqueue(bench_copy *c, cl_command_queue q);
-void bench_copy_release(bench_copy *c);
+#define BENCH_CL_RANGE                                                                             \
+    "    ulong s = g, e = n16, step = G;\n"                                                        \
+    "    if (blocked) {\n"                                                                         \
+    "        ulong per = (n16 + G - 1) / G;\n"                                                     \
+    "        s = min(g * per, n16);\n"                                                             \
+    "        e = min(s + per, n16);\n"                                                             \
+    "        step = 1;\n"                                                                          \
+    "    }\n"
+
 
 #endif

@@ -1,6 +1,8 @@
 /* flush.c — the cold cache of `clbn bench` (see flush.h). */
 #include "flush.h"
 
+#include "bench.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +14,7 @@
 static const char flush_source[] =
     "__kernel void bench_flush(__global const float *x, ulong n16, int blocked,\n"
     "                          __global float *sink) {\n"
-    "    ulong g = get_global_id(0), G = get_global_size(0), s = g, e = n16, step = G;\n"
-    "    if (blocked) {\n"
-    "        ulong per = (n16 + G - 1) / G;\n"
-    "        s = min(g * per, n16);\n"
-    "        e = min(s + per, n16);\n"
-    "        step = 1;\n"
-    "    }\n"
+    "    ulong g = get_global_id(0), G = get_global_size(0);\n" BENCH_CL_RANGE
     "    float16 a = (float16)(0.0f);\n"
     "    for (ulong i = s; i < e; i += step)\n"
     "        a += vload16(i, x);\n"

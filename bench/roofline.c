@@ -1,6 +1,8 @@
 /* roofline.c — the copies `clbn bench` measures as the memory limit (see roofline.h). */
 #include "roofline.h"
 
+#include "bench.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,19 +12,12 @@
 #endif
 #include <unistd.h>
 
-/* blocked = 1: each item copies one contiguous run of float16s (how a CPU streams best);
- * blocked = 0: items interleave, neighbours touching neighbouring vectors (how a GPU coalesces). */
+/* blocked = 1: each item copies one contiguous run of float16s; 0: items interleave
+ * (BENCH_CL_RANGE, bench.h). */
 static const char copy_source[] =
     "__kernel void roof_copy16(__global const float *x, __global float *y, ulong n, int blocked) "
     "{\n"
-    "    ulong g = get_global_id(0), G = get_global_size(0), n16 = n / 16;\n"
-    "    ulong s = g, e = n16, step = G;\n"
-    "    if (blocked) {\n"
-    "        ulong per = (n16 + G - 1) / G;\n"
-    "        s = min(g * per, n16);\n"
-    "        e = min(s + per, n16);\n"
-    "        step = 1;\n"
-    "    }\n"
+    "    ulong g = get_global_id(0), G = get_global_size(0), n16 = n / 16;\n" BENCH_CL_RANGE
     "    for (ulong i = s; i < e; i += step)\n"
     "        vstore16(vload16(i, x), i, y);\n"
     "    if (g == 0)\n"
