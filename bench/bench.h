@@ -25,5 +25,4 @@ double bench_median(const double *v, size_t n);
     "        step = 1;\n"                                                                          \
     "    }\n"
 
-
 #endif

@@ -52,10 +52,15 @@ int bench_flush_init(bench_flush *f, clbn_context *ctx, size_t bytes) {
         return flush_fail("clCreateProgramWithSource", err);
     err = clBuildProgram(f->program, 1, &info.device, "-cl-std=CL1.2", NULL, NULL);
     if (err != CL_SUCCESS) {
-        char log[2048] = "";
-        clGetProgramBuildInfo(f->program, info.device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log,
-                              NULL);
-        fprintf(stderr, "clbn bench: cache flush: the build log:\n%s\n", log);
+        size_t n = 0;
+        char *log = NULL;
+        if (clGetProgramBuildInfo(f->program, info.device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) ==
+                CL_SUCCESS &&
+            n > 0 && (log = calloc(n + 1, 1)) != NULL &&
+            clGetProgramBuildInfo(f->program, info.device, CL_PROGRAM_BUILD_LOG, n, log, NULL) ==
+                CL_SUCCESS)
+            fprintf(stderr, "clbn bench: cache flush: the build log:\n%s\n", log);
+        free(log);
         return flush_fail("building its kernel", err);
     }
     f->kernel = clCreateKernel(f->program, "bench_flush", &err);

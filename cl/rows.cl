@@ -5,7 +5,8 @@
  * vector width. The arguments are those of the GPU kernels of the same name without "rows_"
  * (the host launches either family the same way); the local arrays and `blocked` go unused.
  * NHWC plans on a CPU take the second half of this file: items over blocks of whole rows of
- * all C channels. */
+ * all C channels (with less than 40 bytes of local memory a channel, the GPU family's NHWC
+ * kernels with one item per group instead: host/plan.c). */
 
 /* y for len contiguous values of one channel. */
 inline void clbn_normalize_span(const __global float *x, __global float *y, ulong len, float hi,
@@ -350,9 +351,10 @@ __kernel void clbn_rows_dx_nchw(__global const float *x, ulong x_off, __global c
 
 /* Channel vectors an NHWC item keeps per-channel state for in private arrays: a tile of
  * CLBN_ROWS_TILE_CH channels, set by the host from limits.private_mem_size (host/context.c:
- * 2048 on PoCL, 64 KB for the eight backward sums on its thread's stack; 512 elsewhere). Private, not __local: PoCL read the same coefficients from a __local array (or a
- * __global one) at 40 GB/s where a private one reads at the copy's 52 GB/s (shape 32,64,56,56;
- * 26 against 44 GB/s at 128,2048,7,7). Wider rows are taken a tile of channels at a time. */
+ * 2048 on PoCL, 64 KB for the eight backward sums on its thread's stack; 512 elsewhere).
+ * Private, not __local: PoCL read the same coefficients from a __local array (or a __global
+ * one) at 40 GB/s where a private one reads at the copy's 52 GB/s (shape 32,64,56,56; 26
+ * against 44 GB/s at 128,2048,7,7). Wider rows are taken a tile of channels at a time. */
 #ifndef CLBN_ROWS_TILE_CH
 #define CLBN_ROWS_TILE_CH 512
 #endif

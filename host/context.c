@@ -362,7 +362,8 @@ static clbn_status build_variant(clbn_context *ctx, int variant) {
         return clbn_fail(CLBN_ERROR_OUT_OF_HOST_MEMORY, "out of memory for the kernel source");
     /* The NHWC rows kernels (rows.cl) keep a tile of channels' state in private arrays, at
      * most 32 bytes a channel (the backward sums): as many channels as limits.private_mem_size
-     * holds, a power of two from 16 to 2048 (a GPU never launches them). */
+     * holds, a power of two from 16 to 2048 (only CPU plans launch them, on a GPU too when
+     * limits.device_type asks for one). */
     const int cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) && !ctx->info.is_simulator;
     int tile = 16;
     while (tile < 2048 && (uint64_t)tile * 2 * 32 <= ctx->limits.private_mem_size)

@@ -191,7 +191,9 @@ typedef struct clbn_limits {
     /* Bytes of private arrays a work-item may hold. OpenCL cannot report it: the default (0)
      * is 65,536 for PoCL on a CPU (an item runs on its thread's stack) and 16,384 elsewhere,
      * under the 32 KiB that Intel's CPU runtime gives an item by default. It sizes the CPU
-     * NHWC kernels' tile of channels (32 bytes a channel); it can only shrink. */
+     * NHWC kernels' tile of channels: as many as it holds at 32 bytes a channel, a power of
+     * two from 16 to 2048 (those kernels hold up to 4 KiB more, for a row of up to 8 channel
+     * vectors in registers). It can only shrink. */
     uint64_t private_mem_size;
 } clbn_limits;
 

@@ -52,7 +52,8 @@ typedef struct bench_opts {
     int cold;                     /* --cache cold: a flush before every timed call */
     const bench_profile *profile; /* NULL: the device's own limits */
     bench_flush *flush;           /* the device's flush (cold), set once the context is made */
-    size_t flush_bytes;           /* its size, and the host flush's in oneDNN's child */
+    size_t flush_bytes;           /* its size */
+    size_t host_flush_bytes;      /* the host flush's in oneDNN's child */
 } bench_opts;
 
 static void usage(FILE *out) {
@@ -338,6 +339,10 @@ typedef struct shape_bench {
  * into the driver's own cold start. */
 #define BENCH_COLD_MIN_BYTES ((size_t)4 << 20)
 
+static int runs_cold(const clbn_shape *s) {
+    return ref_elems(s) * sizeof(float) >= BENCH_COLD_MIN_BYTES;
+}
+
 static double max_abs_err(const float *got, const double *ref, size_t n) {
     double worst = 0.0;
     for (size_t i = 0; i < n; i++)
@@ -480,7 +485,7 @@ static int shape_setup(shape_bench *b, const bench_opts *o, clbn_context *ctx,
             b->s[b->nl++] = (clbn_shape){CLBN_LAYOUT_NHWC, shape->n, shape->c, shape->h, shape->w};
     }
     b->E = ref_elems(&b->s[0]);
-    b->cold = b->o->flush && b->E * sizeof(float) >= BENCH_COLD_MIN_BYTES;
+    b->cold = b->o->flush && runs_cold(&b->s[0]);
     b->C = (size_t)shape->c;
     const size_t E = b->E, C = b->C, bytes = E * sizeof(float);
     b->hx = malloc(bytes);
@@ -698,7 +703,7 @@ static int measure(shape_bench *b, shape_times *t, int dnnl_layouts) {
         for (int dl = 0; dl < dnnl_layouts; dl++) {
             if (!t->dnnl_ok[dl])
                 continue;
-            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup, b->cold ? o->flush_bytes : 0,
+            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup, b->cold ? o->host_flush_bytes : 0,
                                    t->dnnl[round][dl])) {
                 fprintf(stderr, "clbn bench: the oneDNN child failed; its figures are left out\n");
                 t->dnnl_ok[dl] = 0;
@@ -965,7 +970,7 @@ static int json_write(FILE *f, const bench_opts *o, const record_list *l,
     json_string(f, cache_source);
     fprintf(f, ", \"local_mem_bytes\": %llu,\n  \"runs\": %d, \"warmup\": %d, \"rounds\": %d,",
             (unsigned long long)lim->local_mem_size, o->runs, o->warmup, o->rounds);
-    fprintf(f, "\n  \"cache\": \"%s\", \"flush_bytes\": %zu,", o->cold ? "cold" : "warm",
+    fprintf(f, "\n  \"cache\": \"%s\", \"flush_bytes\": %zu,", o->flush ? "cold" : "warm",
             o->flush ? o->flush_bytes : (size_t)0);
     fprintf(f, "\n  \"onednn\": %s,\n  \"records\": [\n",
 #ifdef CLBN_HAVE_DNNL
@@ -1049,17 +1054,23 @@ int clbn_cmd_bench(int argc, char **argv) {
     /* The flush is sized from the device's own cache (a profile's figure plans, it does not
      * change the hardware), and set up only when some shape is large enough to be run cold. */
     int any_cold = 0;
-    for (size_t i = 0; i < o.nshapes; i++) {
-        const clbn_shape *s = &o.shapes[i];
-        any_cold |= s->n * s->c * (s->layout == CLBN_LAYOUT_NC ? 1 : s->h * s->w) *
-                        sizeof(float) >=
-                    BENCH_COLD_MIN_BYTES;
-    }
+    for (size_t i = 0; i < o.nshapes; i++)
+        any_cold |= runs_cold(&o.shapes[i]);
     bench_flush flush;
     if (o.cold && any_cold) {
-        o.flush_bytes = bench_flush_bytes(
-            info.global_mem_cache_size ? info.global_mem_cache_size : info.host_llc_size,
-            info.max_mem_alloc_size);
+        const uint64_t cache =
+            info.global_mem_cache_size ? info.global_mem_cache_size : info.host_llc_size;
+        o.flush_bytes = bench_flush_bytes(cache, info.max_mem_alloc_size);
+        o.host_flush_bytes = bench_flush_bytes(info.host_llc_size, 0);
+        if (o.flush_bytes < cache) {
+            fprintf(stderr,
+                    "clbn bench: the device's largest buffer (%llu B) is smaller than its cache "
+                    "(%llu B), so no read of it flushes the cache; use --cache warm\n",
+                    (unsigned long long)info.max_mem_alloc_size, (unsigned long long)cache);
+            clbn_context_release(ctx);
+            clbn_tool_out_abort(&json);
+            return CLBN_EXIT_FAILURE;
+        }
         if (bench_flush_init(&flush, ctx, o.flush_bytes)) {
             fprintf(stderr, "clbn bench: the cache flush (%zu MiB) could not be set up\n",
                     o.flush_bytes >> 20);
