@@ -1062,7 +1062,9 @@ int clbn_cmd_bench(int argc, char **argv) {
             info.global_mem_cache_size ? info.global_mem_cache_size : info.host_llc_size;
         o.flush_bytes = bench_flush_bytes(cache, info.max_mem_alloc_size);
         o.host_flush_bytes = bench_flush_bytes(info.host_llc_size, 0);
-        if (o.flush_bytes < cache) {
+        /* refused only when the device's largest buffer, not the 256 MiB ceiling, cut it
+         * below the cache */
+        if (o.flush_bytes < bench_flush_bytes(cache, 0) && o.flush_bytes < cache) {
             fprintf(stderr,
                     "clbn bench: the device's largest buffer (%llu B) is smaller than its cache "
                     "(%llu B), so no read of it flushes the cache; use --cache warm\n",

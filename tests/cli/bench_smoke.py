@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """cli_bench_smoke: `clbn bench` on one small shape writes a JSON record with the required
-fields for every op and layout, and bad --shape values exit 2. Never judges the times.
+fields for every op and layout, a 4-MiB shape runs with the cache flushed, and bad --shape
+values exit 2. Never judges the times.
 Usage: bench_smoke.py CLBN_BINARY WORK_DIR"""
 import json
 import math
@@ -48,6 +49,24 @@ else:
                 failures.append(f"no record for {layout} {op}")
     if not any(rec.get("op") == "copy" for rec in records):
         failures.append("no roofline (copy) records")
+
+# A shape of 4 MiB a tensor runs cold (the default --cache cold): the flush is set up on the
+# device and named in the JSON, and every record of it says cold.
+cold_out = os.path.join(work, "bench_cold.json")
+r = subprocess.run([clbn, "bench", "--shape", "1,16,256,256", "--layout", "nchw", "--runs", "1",
+                    "--warmup", "0", "--rounds", "1", "--no-baseline", "--json", cold_out],
+                   capture_output=True, text=True)
+if r.returncode != 0:
+    failures.append(f"cold bench exited {r.returncode}: {r.stderr.strip()}")
+else:
+    doc = json.load(open(cold_out))
+    if doc.get("cache") != "cold" or not doc.get("flush_bytes", 0) >= 64 << 20:
+        failures.append(f"cold bench: cache {doc.get('cache')!r}, flush_bytes "
+                        f"{doc.get('flush_bytes')!r} (want cold and at least 64 MiB)")
+    for rec in doc["records"]:
+        if rec.get("cache") != "cold":
+            failures.append(f"cold bench: {rec.get('layout')} {rec.get('op')} {rec.get('kind', '')}"
+                            f" ran {rec.get('cache')!r}")
 
 for bad in ["2,0,8,8", "2,16,8", "a,b", "2,16,8,8,1", "-2,16", "2,,3,4", "", "2,16,"]:
     r = subprocess.run([clbn, "bench", "--shape", bad, "--runs", "1"], capture_output=True,
