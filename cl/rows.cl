@@ -52,7 +52,8 @@ inline void clbn_row_moments_init(clbn_row_moments *r, float pivot) {
 
 /* The run's sums are copied into locals for the loop: through the struct, every vector's add
  * waited for the previous one's store (a chain through memory, not registers). pf: the
- * distance in floats from this row to the next one the item reads (0: none), prefetched. */
+ * distance in floats from this row to one the item reads a few rows later (0: none; see
+ * clbn_rows_ahead), prefetched. */
 inline void clbn_row_moments_add(clbn_row_moments *r, const __global float *row, long pf,
                                  ulong HW) {
     const float p = r->pivot;
@@ -97,6 +98,13 @@ inline void clbn_channel_block(ulong C, ulong *c0, ulong *c1) {
     *c1 = min(*c0 + per, C);
 }
 
+/* How many rows ahead the NCHW reductions prefetch: about 2 KB ahead, 1 to 8 rows. A row of
+ * 49 values (shape 128,2048,7,7) is read in a few nanoseconds, far less than a miss to memory
+ * takes, so the next row alone arrives too late. */
+inline ulong clbn_rows_ahead(ulong HW) {
+    return clamp((ulong)(2048 / (HW * sizeof(float) + 1)), (ulong)1, (ulong)8);
+}
+
 /* Range: dim0 = items, each taking a block of consecutive channels (clbn_channel_block), dim1
  * = split items, each taking `chunk` images of them; local size 1. With final_step the item
  * finishes each channel; with apply it also normalizes the channel's slice while it is in cache
@@ -113,14 +121,15 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
     const ulong g = get_global_id(1), split = get_global_size(1);
     ulong c0, c1;
     clbn_channel_block(C, &c0, &c1);
-    const ulong CHW = C * HW;
+    const ulong CHW = C * HW, ahead = clbn_rows_ahead(HW);
     const ulong n0 = min(g * chunk, N), n1 = min(n0 + chunk, N);
     const __global float *xb = x + x_off;
     clbn_row_moments cur, next;
     if (c0 < c1) {
         clbn_row_moments_init(&cur, clbn_pivot(xb + c0 * HW, HW, 1));
         for (ulong n = n0; n < n1; n++)
-            clbn_row_moments_add(&cur, xb + c0 * HW + n * CHW, n + 1 < n1 ? (long)CHW : 0, HW);
+            clbn_row_moments_add(&cur, xb + c0 * HW + n * CHW,
+                                 n + ahead < n1 ? (long)(ahead * CHW) : 0, HW);
     }
     int down = 1; /* the direction of the next pass over the rows */
     for (ulong c = c0; c < c1; c++) {
@@ -151,13 +160,15 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
             for (ulong k = 0; k < n1 - n0; k++) {
                 const ulong n = down ? n1 - 1 - k : n0 + k;
                 if (more)
-                    clbn_row_moments_add(&next, xn + n * CHW, k + 1 < n1 - n0 ? step : 0, HW);
+                    clbn_row_moments_add(&next, xn + n * CHW,
+                                         k + ahead < n1 - n0 ? step * (long)ahead : 0, HW);
                 clbn_normalize_span(xc + n * CHW, yc + n * CHW, HW, hi, lo, a, b, act);
             }
             down = !down;
         } else if (more) {
             for (ulong n = n0; n < n1; n++)
-                clbn_row_moments_add(&next, xn + n * CHW, n + 1 < n1 ? (long)CHW : 0, HW);
+                clbn_row_moments_add(&next, xn + n * CHW,
+                                     n + ahead < n1 ? (long)(ahead * CHW) : 0, HW);
         }
         if (more)
             cur = next;
@@ -260,7 +271,7 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
     const ulong g = get_global_id(1), split = get_global_size(1);
     ulong c0, c1;
     clbn_channel_block(C, &c0, &c1);
-    const ulong CHW = C * HW;
+    const ulong CHW = C * HW, ahead = clbn_rows_ahead(HW);
     const ulong n0 = min(g * chunk, N), n1 = min(n0 + chunk, N);
     const __global float *xb = x + x_off, *yb = y + y_off, *dyb = dy + dy_off;
     clbn_row_sums cur, next;
@@ -269,7 +280,8 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
                            use_scale, act);
         for (ulong n = n0; n < n1; n++) {
             const ulong o = c0 * HW + n * CHW;
-            clbn_row_sums_add(&cur, xb + o, yb + o, dyb + o, n + 1 < n1 ? (long)CHW : 0, HW, act);
+            clbn_row_sums_add(&cur, xb + o, yb + o, dyb + o,
+                              n + ahead < n1 ? (long)(ahead * CHW) : 0, HW, act);
         }
     }
     int down = 1;
@@ -295,8 +307,8 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
                 const ulong n = down ? n1 - 1 - k : n0 + k;
                 if (more) {
                     const ulong o = (c + 1) * HW + n * CHW;
-                    clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, k + 1 < n1 - n0 ? step : 0,
-                                      HW, act);
+                    clbn_row_sums_add(&next, xb + o, yb + o, dyb + o,
+                                      k + ahead < n1 - n0 ? step * (long)ahead : 0, HW, act);
                 }
                 const ulong o = c * HW + n * CHW;
                 clbn_dx_span(xb + o, yb + o, dyb + o, dx + dx_off + o, HW, cur.mu, cur.inv, a,
@@ -306,8 +318,8 @@ __kernel void clbn_rows_bwd_reduce_nchw(__global const float *x, ulong x_off,
         } else if (more) {
             for (ulong n = n0; n < n1; n++) {
                 const ulong o = (c + 1) * HW + n * CHW;
-                clbn_row_sums_add(&next, xb + o, yb + o, dyb + o, n + 1 < n1 ? (long)CHW : 0, HW,
-                                  act);
+                clbn_row_sums_add(&next, xb + o, yb + o, dyb + o,
+                                  n + ahead < n1 ? (long)(ahead * CHW) : 0, HW, act);
             }
         }
         if (more)
