@@ -167,8 +167,8 @@ __kernel void clbn_rows_stats_nchw(__global const float *x, ulong x_off, ulong N
             down = !down;
         } else if (more) {
             for (ulong n = n0; n < n1; n++)
-                clbn_row_moments_add(&next, xn + n * CHW,
-                                     n + ahead < n1 ? (long)(ahead * CHW) : 0, HW);
+                clbn_row_moments_add(&next, xn + n * CHW, n + ahead < n1 ? (long)(ahead * CHW) : 0,
+                                     HW);
         }
         if (more)
             cur = next;

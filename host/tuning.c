@@ -57,10 +57,9 @@ static uint64_t tuning_key(const clbn_context *ctx) {
     const char *s[] = {d->platform_name, d->device_name, d->driver_version, d->device_version};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
         h = clbn_fnv1a(h, s[i], strlen(s[i]) + 1);
-    const uint64_t v[] = {l->max_work_group_size, l->local_mem_size,        l->cache_size,
-                          l->compute_units,       l->vector_width,          l->device_type,
-                          l->max_groups_per_dim,  l->kernel_work_group_size,
-                          l->private_mem_size};
+    const uint64_t v[] = {l->max_work_group_size, l->local_mem_size,         l->cache_size,
+                          l->compute_units,       l->vector_width,           l->device_type,
+                          l->max_groups_per_dim,  l->kernel_work_group_size, l->private_mem_size};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         unsigned char b[8];
         clbn_put_u64(b, v[i]);

@@ -18,9 +18,8 @@
 static clbn_context *g_small;
 static int g_builds, g_tile_min = 1 << 30, g_tile_max; /* CLBN_ROWS_TILE_CH of the builds */
 
-static cl_int CL_API_CALL build_seen(cl_program p, cl_uint n, const cl_device_id *d,
-                                     const char *o, void(CL_CALLBACK *f)(cl_program, void *),
-                                     void *u) {
+static cl_int CL_API_CALL build_seen(cl_program p, cl_uint n, const cl_device_id *d, const char *o,
+                                     void(CL_CALLBACK *f)(cl_program, void *), void *u) {
     const char *t = o ? strstr(o, "-DCLBN_ROWS_TILE_CH=") : NULL;
     const int tile = t ? atoi(t + strlen("-DCLBN_ROWS_TILE_CH=")) : 0;
     g_builds++;

@@ -703,8 +703,8 @@ static int measure(shape_bench *b, shape_times *t, int dnnl_layouts) {
         for (int dl = 0; dl < dnnl_layouts; dl++) {
             if (!t->dnnl_ok[dl])
                 continue;
-            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup, b->cold ? o->host_flush_bytes : 0,
-                                   t->dnnl[round][dl])) {
+            if (bench_onednn_spawn(&b->s[0], dl, o->runs, o->warmup,
+                                   b->cold ? o->host_flush_bytes : 0, t->dnnl[round][dl])) {
                 fprintf(stderr, "clbn bench: the oneDNN child failed; its figures are left out\n");
                 t->dnnl_ok[dl] = 0;
             }
